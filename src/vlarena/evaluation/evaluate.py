@@ -1,0 +1,260 @@
+"""Evaluation of any model family through its verbs: retrieval, zero-shot classification,
+multiple-choice VQA, captioning, size and latency, each metric beside its chance level."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from vlarena.data.manifest import Dataset
+from vlarena.data.templates import fill_caption, fill_label
+from vlarena.evaluation.metrics import Metric, caption_scores, retrieval_recall, topk_accuracy
+from vlarena.models.base import VLModel
+
+BATCH = 64
+
+
+@dataclass
+class EvalConfig:
+    """How much of the test split each metric reads. Token models score one decoder pass per
+    (image, candidate) pair, so retrieval pools stay small for them by default."""
+
+    max_images: int = 1000
+    caption_choices: int = 10
+    retrieval_pools: tuple[int, ...] = (100,)
+    retrieval_repeats: int = 1
+    generate_images: int = 200
+    latency_repeats: int = 10
+    seed: int = 0
+    metrics: tuple[str, ...] = ("caption_choice", "retrieval", "zeroshot", "vqa", "captioning")
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def quick(cls, images: int = 100) -> EvalConfig:
+        """The cheap subset measured at each point of a learning curve."""
+        return cls(
+            max_images=images, metrics=("caption_choice", "zeroshot", "vqa"), latency_repeats=0
+        )
+
+
+def _batched_scores(
+    model: VLModel,
+    visual: torch.Tensor,
+    candidates: Sequence[Sequence[str]],
+    queries: Sequence[str | None] | None = None,
+) -> np.ndarray:
+    out = []
+    for s in range(0, len(candidates), BATCH):
+        q = None if queries is None else list(queries[s : s + BATCH])
+        out.append(model.score_candidates(visual[s : s + BATCH], candidates[s : s + BATCH], q))
+    return torch.cat(out).float().cpu().numpy()
+
+
+def caption_choice(
+    model: VLModel, ds: Dataset, visual: torch.Tensor, cfg: EvalConfig
+) -> dict[str, Metric]:
+    """Pick the true caption among `caption_choices` (the others: captions of other images)."""
+    caps = ds.captions()
+    distinct = sorted(set(caps))
+    if len(distinct) < cfg.caption_choices:
+        return {}
+    rng = np.random.default_rng(cfg.seed)
+    cands = []
+    for cap in caps:
+        others: list[str] = []
+        while len(others) < cfg.caption_choices - 1:
+            c = distinct[rng.integers(len(distinct))]
+            if c != cap and c not in others:
+                others.append(c)
+        cands.append([cap, *others])
+    scores = _batched_scores(model, visual, cands)
+    acc = topk_accuracy(scores, np.zeros(len(caps), dtype=int), 1)
+    return {f"caption_of_{cfg.caption_choices}": Metric(acc, 1 / cfg.caption_choices, len(caps))}
+
+
+def _distinct_pool(caps: list[str], size: int, rng: np.random.Generator) -> list[int] | None:
+    """`size` images with pairwise different captions (so exactly one text is right)."""
+    seen: set[str] = set()
+    pool = []
+    for i in rng.permutation(len(caps)):
+        if caps[i] not in seen:
+            seen.add(caps[i])
+            pool.append(int(i))
+            if len(pool) == size:
+                return pool
+    return None
+
+
+def retrieval(
+    model: VLModel, ds: Dataset, visual: torch.Tensor, cfg: EvalConfig
+) -> dict[str, Metric]:
+    """Image→text and text→image recall@1/5/10 within pools of images with distinct captions."""
+    caps = ds.captions()
+    rng = np.random.default_rng(cfg.seed + 1)
+    out: dict[str, Metric] = {}
+    for size in cfg.retrieval_pools:
+        runs = []
+        for _ in range(cfg.retrieval_repeats):
+            pool = _distinct_pool(caps, size, rng)
+            if pool is None:
+                break
+            texts = [caps[i] for i in pool]
+            scores = _batched_scores(model, visual[pool], [texts] * size)
+            runs.append(retrieval_recall(scores))
+        if not runs:
+            continue
+        for name in runs[0]:
+            k = int(name.split("_r")[1])
+            value = float(np.mean([r[name] for r in runs]))
+            out[f"{name}@{size}"] = Metric(value, min(1.0, k / size), size * len(runs))
+    return out
+
+
+def zeroshot(
+    model: VLModel, ds: Dataset, visual: torch.Tensor, cfg: EvalConfig
+) -> dict[str, Metric]:
+    """Zero-shot classification by prompts: a label template over the classes, or, for images
+    with slots (grids), the caption with one slot's class varied and the others kept."""
+    info = ds.info
+    classes = list(info.classes)
+    if len(classes) < 2:
+        return {}
+    rows, cands, targets = [], [], []
+    for i, r in enumerate(ds.records):
+        if r.labels and info.caption_template:
+            for slot in info.slots:
+                if r.labels.get(slot) in classes:
+                    rows.append(i)
+                    cands.append([fill_caption(info, {**r.labels, slot: c}) for c in classes])
+                    targets.append(classes.index(r.labels[slot]))
+        elif r.label in classes:
+            rows.append(i)
+            cands.append([fill_label(info, c) for c in classes])
+            targets.append(classes.index(r.label))
+    if not rows:
+        return {}
+    scores = _batched_scores(model, visual[rows], cands)
+    targets = np.array(targets)
+    n, c = len(rows), len(classes)
+    return {
+        "zeroshot_top1": Metric(topk_accuracy(scores, targets, 1), 1 / c, n),
+        "zeroshot_top5": Metric(topk_accuracy(scores, targets, 5), min(1.0, 5 / c), n),
+    }
+
+
+def vqa(model: VLModel, ds: Dataset, visual: torch.Tensor, cfg: EvalConfig) -> dict[str, Metric]:
+    """Multiple-choice VQA: the answer among the question's choices, scored given the query."""
+    by_width: dict[int, list[tuple[int, str, list[str], int]]] = {}
+    for i, r in enumerate(ds.records):
+        for q in r.questions:
+            if q.choices and q.answer in q.choices:
+                choices = list(q.choices)
+                by_width.setdefault(len(choices), []).append(
+                    (i, q.query, choices, choices.index(q.answer))
+                )
+    if not by_width:
+        return {}
+    correct, total, chance = 0.0, 0, 0.0
+    for width, items in by_width.items():
+        rows = [i for i, *_ in items]
+        scores = _batched_scores(
+            model, visual[rows], [c for _, _, c, _ in items], [q for _, q, _, _ in items]
+        )
+        correct += topk_accuracy(scores, np.array([t for *_, t in items]), 1) * len(items)
+        total += len(items)
+        chance += len(items) / width
+    return {"vqa_accuracy": Metric(correct / total, chance / total, total)}
+
+
+def captioning(
+    model: VLModel,
+    ds: Dataset,
+    visual: torch.Tensor,
+    cfg: EvalConfig,
+    train_captions: Sequence[str] = (),
+) -> tuple[dict[str, Metric], list[str]]:
+    """CIDEr and BLEU-4 of generated captions; chance: captions of random training images."""
+    n = min(cfg.generate_images, len(ds))
+    refs = [list(r.captions) for r in ds.records[:n]]
+    if n == 0 or not all(refs):
+        return {}, []
+    hyps: list[str] = []
+    for s in range(0, n, BATCH):
+        hyps += model.generate(visual[s : min(n, s + BATCH)])
+    scores = caption_scores(hyps, refs)
+    pool = list(train_captions) or [c for r in refs for c in r]
+    rng = np.random.default_rng(cfg.seed + 2)
+    chance = caption_scores([pool[rng.integers(len(pool))] for _ in range(n)], refs)
+    out = {name: Metric(value, chance[name], n, binomial=False) for name, value in scores.items()}
+    ceiling = model.decode_targets([r[0] for r in refs])
+    if ceiling is not None:
+        for name, value in caption_scores(ceiling, refs).items():
+            out[f"decoder_ceiling_{name}"] = Metric(value, chance[name], n, binomial=False)
+    return out, hyps
+
+
+def latency_ms(model: VLModel, visual: torch.Tensor, repeats: int) -> float:
+    """Milliseconds to produce text for one image (batch 1, X-encoder features given)."""
+    one = visual[:1]
+    model.generate(one)  # warm-up
+    started = time.perf_counter()
+    for _ in range(repeats):
+        model.generate(one)
+    return 1000 * (time.perf_counter() - started) / repeats
+
+
+@torch.no_grad()
+def evaluate_model(
+    model: VLModel,
+    ds: Dataset,
+    visual: torch.Tensor,
+    cfg: EvalConfig | None = None,
+    *,
+    train_captions: Sequence[str] = (),
+) -> dict[str, Any]:
+    """All metrics of `model` on `ds` (whose visual inputs are `visual`), as plain dicts."""
+    cfg = cfg or EvalConfig()
+    was_training = model.training
+    model.eval()
+    n = min(cfg.max_images, len(ds))
+    ds = dataclasses.replace(ds, records=ds.records[:n])
+    visual = visual[:n].to(model.device)
+    metrics: dict[str, Metric] = {}
+    samples: list[str] = []
+    captioned = all(r.captions for r in ds.records)
+    if "caption_choice" in cfg.metrics and captioned:
+        metrics |= caption_choice(model, ds, visual, cfg)
+    if "retrieval" in cfg.metrics and captioned:
+        metrics |= retrieval(model, ds, visual, cfg)
+    if "zeroshot" in cfg.metrics:
+        metrics |= zeroshot(model, ds, visual, cfg)
+    if "vqa" in cfg.metrics:
+        metrics |= vqa(model, ds, visual, cfg)
+    if "captioning" in cfg.metrics and captioned:
+        caption_metrics, samples = captioning(model, ds, visual, cfg, train_captions)
+        metrics |= caption_metrics
+    result: dict[str, Any] = {
+        "metrics": {k: m.to_dict() for k, m in metrics.items()},
+        "trainable_parameters": model.count_parameters(True),
+        "total_parameters": model.count_parameters(False),
+        "images": n,
+        "samples": [
+            {"id": r.id, "generated": h, "references": list(r.captions)}
+            for r, h in zip(ds.records[:10], samples[:10], strict=False)
+        ],
+    }
+    if cfg.latency_repeats:
+        result["latency_ms_per_image"] = latency_ms(model, visual, cfg.latency_repeats)
+    model.train(was_training)
+    return result
+
+
+def flat_values(result: dict[str, Any]) -> dict[str, float]:
+    """{metric name: value} of an `evaluate_model` result."""
+    return {k: m["value"] for k, m in result["metrics"].items()}

@@ -1,0 +1,74 @@
+"""The FastAPI application: `create_app()` wires settings, stores, auth, metrics and routes."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+import vlarena
+from vlarena.gateway.auth import ApiKeys
+from vlarena.gateway.deps import Services
+from vlarena.gateway.errors import install_error_handlers
+from vlarena.gateway.metrics import RequestMetrics
+from vlarena.gateway.routes import health, jobs, models
+from vlarena.jobs.dispatch import JobDispatcher
+from vlarena.jobs.registry import ModelRegistry
+from vlarena.jobs.store import JobStore, connect
+from vlarena.jobs.streams import JobStreams
+from vlarena.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+DESCRIPTION = """
+Submit training, evaluation and comparison jobs for the token-prediction VLM and VL-JEPA
+families; follow their progress and logs; fetch their artifacts; manage the model registry.
+
+Authenticate with `Authorization: Bearer <API key>`. Scopes: `read` (look), `submit` (also
+submit and cancel own jobs), `admin` (everything, including aliases). Errors always have the
+shape `{"error": {"code", "message", "details"}}`.
+"""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The gateway app; with no argument, configured from `VLARENA_*` environment variables."""
+    settings = settings or get_settings()
+    keys = ApiKeys.from_settings(settings)
+    if not keys and not settings.auth_disabled:
+        log.warning("no API keys configured: every request will get 401")
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        redis = connect(settings)
+        store = JobStore(redis, settings)
+        app.state.services = Services(
+            settings=settings,
+            keys=keys,
+            store=store,
+            streams=JobStreams(redis, store.keys),
+            registry=ModelRegistry(redis, store.keys, store.scripts),
+            dispatcher=JobDispatcher(settings),
+        )
+        try:
+            yield
+        finally:
+            await redis.aclose()
+
+    app = FastAPI(
+        title="vlarena",
+        version=vlarena.__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        openapi_tags=[
+            {"name": "jobs", "description": "Training, evaluation and comparison jobs."},
+            {"name": "models", "description": "The model registry: versions and aliases."},
+            {"name": "health", "description": "Probes and Prometheus metrics."},
+        ],
+    )
+    install_error_handlers(app)
+    app.add_middleware(RequestMetrics)
+    for router in (jobs.router, models.router, health.router):
+        app.include_router(router)
+    return app

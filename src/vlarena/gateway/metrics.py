@@ -1,0 +1,116 @@
+"""The gateway's Prometheus metrics: per-request series, and job gauges read from Redis.
+
+Per-request counters and histograms live in each uvicorn worker process. When the gateway runs
+several processes, `vlarena gateway` points `PROMETHEUS_MULTIPROC_DIR` at a directory they share
+(prometheus_client's multiprocess mode) and `/metrics` sums every process's files, so any
+process answers for all. Job and queue gauges are read from Redis at scrape time, so they are
+the same whichever process (or gateway replica) is scraped: aggregate them with `max`.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+HTTP_REQUESTS = Counter(
+    "vlarena_http_requests_total",
+    "HTTP requests the gateway answered, by route template, method and status code.",
+    ["route", "method", "status"],
+)
+HTTP_REQUEST_DURATION = Histogram(
+    "vlarena_http_request_duration_seconds",
+    "Time to answer an HTTP request (to its end, for streams), by route template and method.",
+    ["route", "method"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+JOBS_SUBMITTED = Counter(
+    "vlarena_jobs_submitted_total", "Jobs created through the API, by type.", ["type"]
+)
+
+
+class RequestMetrics:
+    """ASGI middleware counting and timing requests by their route template (not raw path)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+
+        async def send_with_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_status)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            method = scope["method"]
+            HTTP_REQUESTS.labels(template, method, str(status)).inc()
+            HTTP_REQUEST_DURATION.labels(template, method).observe(time.perf_counter() - start)
+
+
+class _JobGauges(Collector):
+    """Gauges from one read of the job store's counts."""
+
+    def __init__(self, counts: dict[str, Any]) -> None:
+        self.counts = counts
+
+    def collect(self) -> Iterable[Metric]:
+        jobs = GaugeMetricFamily(
+            "vlarena_jobs", "Jobs by state and type (from Redis).", labels=["state", "type"]
+        )
+        for (state, job_type), value in self.counts["jobs"].items():
+            jobs.add_metric([state, job_type], value)
+        waiting = GaugeMetricFamily(
+            "vlarena_queue_jobs",
+            "Jobs waiting for a worker, by queue (from Redis).",
+            labels=["queue"],
+        )
+        for queue, value in self.counts["waiting"].items():
+            waiting.add_metric([queue], value)
+        workers = GaugeMetricFamily(
+            "vlarena_workers",
+            "Workers that sent a heartbeat recently, by queue they take jobs from (from Redis).",
+            labels=["queue"],
+        )
+        for queue, value in self.counts["workers"].items():
+            workers.add_metric([queue], value)
+        yield from (jobs, waiting, workers)
+
+
+def render_metrics(counts: dict[str, Any] | None) -> tuple[bytes, str]:
+    """The exposition text: this process's (or all processes') series plus the job gauges."""
+    if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+    else:
+        registry = REGISTRY
+    body = generate_latest(registry)
+    if counts is not None:
+        gauges = CollectorRegistry()
+        gauges.register(_JobGauges(counts))
+        body += generate_latest(gauges)
+    return body, CONTENT_TYPE_LATEST

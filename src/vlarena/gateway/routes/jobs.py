@@ -1,0 +1,424 @@
+"""/v1/jobs: submit, list, inspect, follow, cancel jobs and fetch their artifacts."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import anyio
+from fastapi import APIRouter, Body, Header, Query
+from fastapi import Path as PathParam
+from fastapi.responses import FileResponse, JSONResponse
+from sse_starlette.sse import EventSourceResponse
+
+from vlarena.gateway.auth import Scope
+from vlarena.gateway.deps import (
+    DispatcherDep,
+    ReadAccess,
+    RegistryDep,
+    StoreDep,
+    StreamsDep,
+    SubmitAccess,
+)
+from vlarena.gateway.errors import ApiError, error_responses
+from vlarena.gateway.metrics import JOBS_SUBMITTED
+from vlarena.gateway.schemas import (
+    EVENT_EXAMPLE,
+    JOB_EXAMPLE,
+    LOG_EXAMPLE,
+    SPEC_EXAMPLES,
+    Artifact,
+    ArtifactList,
+    CancelResult,
+    EventPage,
+    JobList,
+    LogPage,
+    SpecValidation,
+    example_response,
+    sse_example,
+)
+from vlarena.jobs.records import JobRecord
+from vlarena.jobs.registry import ModelRegistry
+from vlarena.jobs.spec import (
+    EvaluateJobSpec,
+    JobSpec,
+    JobType,
+    queue_for,
+    spec_document,
+)
+from vlarena.jobs.states import JobState
+from vlarena.jobs.store import JobStore, SubmissionConflict
+from vlarena.jobs.streams import StreamKind
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+JobId = Annotated[
+    str,
+    PathParam(pattern=r"^job-[0-9a-f]{11,}$", examples=["job-1935a2f8c1a3f9e2b"]),
+]
+StreamId = Annotated[
+    str | None,
+    Query(
+        pattern=r"^\d+-\d+$",
+        description="Entry id to read after (exclusive); default: from the start.",
+        examples=["1748743241010-0"],
+    ),
+]
+MAX_ARTIFACTS_LISTED = 10_000
+
+
+def _dump(model: Any) -> Any:
+    return model.model_dump(mode="json", by_alias=True)
+
+
+def _invalid(field: str, message: str) -> ApiError:
+    details = [{"field": field, "message": message, "type": "invalid_reference"}]
+    return ApiError(422, "validation_error", f"{field}: {message}", details)
+
+
+async def _require_job(store: JobStore, job_id: str) -> JobRecord:
+    record = await store.get(job_id)
+    if record is None:
+        raise ApiError(404, "not_found", f"no job {job_id}")
+    return record
+
+
+async def _resolve_source(
+    spec: EvaluateJobSpec, store: JobStore, registry: ModelRegistry
+) -> EvaluateJobSpec:
+    """Fills `source.runDir` from a job id or a registered model (version, alias or newest)."""
+    source = spec.source
+    if source.run_dir is not None:
+        return spec
+    if source.job_id is not None:
+        field = "source.jobId"
+        job = await store.get(source.job_id)
+        if job is None:
+            raise _invalid(field, f"no job {source.job_id}")
+    else:
+        assert source.model is not None
+        field = "source.model"
+        version = await registry.resolve(source.model, version=source.version, alias=source.alias)
+        if version is None:
+            raise _invalid(field, f"no matching version of model {source.model!r}")
+        if version.status != "READY":
+            raise _invalid(field, f"{source.model} version {version.version} is {version.status}")
+        job = await store.get(version.source_job)
+        if job is None:
+            raise _invalid(field, f"the job that trained {source.model} is gone")
+    if job.type != JobType.TRAIN or job.state != JobState.SUCCEEDED or not job.workdir:
+        raise _invalid(
+            field, f"job {job.id} is a {job.state} {job.type} job, not a succeeded train job"
+        )
+    return spec.model_copy(update={"source": source.model_copy(update={"run_dir": job.workdir})})
+
+
+@router.post(
+    "",
+    status_code=201,
+    summary="Submit a job",
+    response_model=JobRecord,
+    responses={
+        201: example_response(JOB_EXAMPLE | {"state": "QUEUED"}, "The job was created."),
+        200: {
+            "description": (
+                "The job created earlier with this submissionId, or (validateOnly) the "
+                "normalised spec."
+            ),
+            "content": {
+                "application/json": {
+                    "examples": {
+                        "replay": {"value": JOB_EXAMPLE},
+                        "validateOnly": {
+                            "value": {
+                                "valid": True,
+                                "queue": "cpu",
+                                "spec": SPEC_EXAMPLES["train"]["value"],
+                            }
+                        },
+                    }
+                }
+            },
+        },
+        **error_responses(401, 403, 409, 422),
+    },
+)
+async def submit_job(
+    spec: Annotated[JobSpec, Body(openapi_examples=SPEC_EXAMPLES)],
+    principal: SubmitAccess,
+    store: StoreDep,
+    registry: RegistryDep,
+    dispatcher: DispatcherDep,
+) -> JSONResponse:
+    """Validates a spec and queues the job; a repeated `submissionId` returns the first job.
+
+    A bad spec gets 422 naming each field path. With `validateOnly` nothing is created. GPU jobs
+    (`resources.gpus > 0`) wait in the `gpu` queue; while no GPU worker runs they stay QUEUED
+    with a `NoWorker` event saying so.
+    """
+    if isinstance(spec, EvaluateJobSpec):
+        spec = await _resolve_source(spec, store, registry)
+    if spec.validate_only:
+        validation = SpecValidation(queue=queue_for(spec), spec=spec_document(spec))
+        return JSONResponse(_dump(validation))
+    try:
+        record, created = await store.create(spec, owner=principal.name)
+    except SubmissionConflict as exc:
+        raise ApiError(
+            409,
+            "submission_conflict",
+            f"submissionId {spec.submission_id!r} was used for job {exc.job_id} with another spec",
+            {"jobId": exc.job_id},
+        ) from None
+    if created:
+        JOBS_SUBMITTED.labels(record.type).inc()
+        try:
+            await anyio.to_thread.run_sync(dispatcher.wake, record.queue)
+        except Exception:
+            # The job is recorded and queued; the reaper wakes a worker once the broker is back.
+            log.warning("could not wake a worker for %s", record.id, exc_info=True)
+    return JSONResponse(
+        _dump(record),
+        status_code=201 if created else 200,
+        headers={"Location": f"/v1/jobs/{record.id}"},
+    )
+
+
+@router.get(
+    "",
+    summary="List jobs",
+    responses={
+        200: example_response({"items": [JOB_EXAMPLE], "nextCursor": JOB_EXAMPLE["id"]}),
+        **error_responses(401, 422),
+    },
+)
+async def list_jobs(
+    _principal: ReadAccess,
+    store: StoreDep,
+    state: Annotated[list[JobState] | None, Query(description="Repeat to match several.")] = None,
+    job_type: Annotated[
+        list[JobType] | None, Query(alias="type", description="Repeat to match several.")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Annotated[str | None, Query(pattern=r"^job-[0-9a-f]+$")] = None,
+) -> JobList:
+    """Jobs newest first, filtered by state and type, a page at a time."""
+    items, next_cursor = await store.list_jobs(
+        states=state, types=job_type, limit=limit, cursor=cursor
+    )
+    return JobList(items=items, next_cursor=next_cursor)
+
+
+@router.get(
+    "/{job_id}",
+    summary="Get a job",
+    responses={200: example_response(JOB_EXAMPLE), **error_responses(401, 404)},
+)
+async def get_job(job_id: JobId, _principal: ReadAccess, store: StoreDep) -> JobRecord:
+    """State, progress (step, samples seen, percent, ETA), latest metrics, attempts, error."""
+    return await _require_job(store, job_id)
+
+
+@router.post(
+    "/{job_id}/cancel",
+    status_code=202,
+    summary="Cancel a job",
+    responses={
+        202: example_response({"id": JOB_EXAMPLE["id"], "state": "CANCELLING"}),
+        **error_responses(401, 403, 404, 409),
+    },
+)
+async def cancel_job(job_id: JobId, principal: SubmitAccess, store: StoreDep) -> CancelResult:
+    """Cancels a waiting job at once; a running one stops at its worker's next heartbeat.
+
+    A `submit` key cancels its own jobs; an `admin` key cancels any.
+    """
+    record = await _require_job(store, job_id)
+    if record.owner != principal.name and not principal.allows(Scope.ADMIN):
+        raise ApiError(403, "forbidden", f"job {job_id} belongs to {record.owner!r}")
+    state = await store.cancel(job_id, requested_by=principal.name)
+    if state is None:
+        raise ApiError(404, "not_found", f"no job {job_id}")
+    if state in (JobState.SUCCEEDED, JobState.FAILED):
+        raise ApiError(409, "job_finished", f"job {job_id} has already {state.value}")
+    return CancelResult(id=job_id, state=state.value)
+
+
+async def _stream(
+    kind: StreamKind,
+    job_id: str,
+    streams: StreamsDep,
+    store: JobStore,
+    follow: bool,
+    after: str | None,
+    limit: int,
+) -> Any:
+    await _require_job(store, job_id)
+    if not follow:
+        items = await streams.read(kind, job_id, after=after, limit=limit)
+        next_after = items[-1].id if len(items) == limit else None
+        page = LogPage if kind == "logs" else EventPage
+        return page(items=items, next_after=next_after)
+
+    async def events() -> AsyncIterator[dict[str, str]]:
+        async for entry in streams.follow(kind, job_id, after=after):
+            yield {"event": kind[:-1], "id": entry.id, "data": entry.model_dump_json(by_alias=True)}
+        final = await store.get(job_id)
+        state = final.state.value if final else "UNKNOWN"
+        yield {"event": "end", "data": json.dumps({"state": state})}
+
+    return EventSourceResponse(events(), ping=15, headers={"Cache-Control": "no-store"})
+
+
+_STREAM_DOC = (
+    "With `follow=true` the answer is a server-sent event stream: one `{kind}` event per entry "
+    "(its `id` is the entry id, so `Last-Event-ID` resumes), then an `end` event with the "
+    "job's final state once the job has ended."
+)
+
+
+@router.get(
+    "/{job_id}/logs",
+    summary="Read or follow a job's logs",
+    description=(
+        "The job's log lines (training output and lifecycle), kept after its worker is gone. "
+        + _STREAM_DOC.format(kind="log")
+    ),
+    response_model=LogPage,
+    responses={
+        200: {
+            "description": "A page of lines, or an event stream with `follow=true`.",
+            "content": {
+                "application/json": {"example": {"items": [LOG_EXAMPLE], "nextAfter": None}},
+                "text/event-stream": {"example": sse_example("log", LOG_EXAMPLE)},
+            },
+        },
+        **error_responses(401, 404),
+    },
+)
+async def job_logs(
+    job_id: JobId,
+    _principal: ReadAccess,
+    store: StoreDep,
+    streams: StreamsDep,
+    follow: bool = False,
+    after: StreamId = None,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+    last_event_id: Annotated[str | None, Header(pattern=r"^\d+-\d+$")] = None,
+) -> Any:
+    return await _stream("logs", job_id, streams, store, follow, after or last_event_id, limit)
+
+
+@router.get(
+    "/{job_id}/events",
+    summary="Read or follow a job's lifecycle events",
+    description=(
+        "Created, Started, Checkpointed, Retrying, WorkerLost, Preempted, ModelRegistered, "
+        "Succeeded, Failed, Cancelled, NoWorker... " + _STREAM_DOC.format(kind="event")
+    ),
+    response_model=EventPage,
+    responses={
+        200: {
+            "description": "A page of events, or an event stream with `follow=true`.",
+            "content": {
+                "application/json": {"example": {"items": [EVENT_EXAMPLE], "nextAfter": None}},
+                "text/event-stream": {"example": sse_example("event", EVENT_EXAMPLE)},
+            },
+        },
+        **error_responses(401, 404),
+    },
+)
+async def job_events(
+    job_id: JobId,
+    _principal: ReadAccess,
+    store: StoreDep,
+    streams: StreamsDep,
+    follow: bool = False,
+    after: StreamId = None,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+    last_event_id: Annotated[str | None, Header(pattern=r"^\d+-\d+$")] = None,
+) -> Any:
+    return await _stream("events", job_id, streams, store, follow, after or last_event_id, limit)
+
+
+def _list_files(root: Path, job_id: str) -> list[Artifact]:
+    artifacts = []
+    for directory, _dirs, files in os.walk(root):
+        for name in sorted(files):
+            path = Path(directory) / name
+            stat = path.stat()
+            relative = path.relative_to(root).as_posix()
+            artifacts.append(
+                Artifact(
+                    path=relative,
+                    size_bytes=stat.st_size,
+                    modified_at=datetime.fromtimestamp(stat.st_mtime, tz=UTC),
+                    url=f"/v1/jobs/{job_id}/artifacts/{relative}",
+                )
+            )
+            if len(artifacts) >= MAX_ARTIFACTS_LISTED:
+                return sorted(artifacts, key=lambda a: a.path)
+    return sorted(artifacts, key=lambda a: a.path)
+
+
+@router.get(
+    "/{job_id}/artifacts",
+    summary="List a job's artifacts",
+    responses={
+        200: example_response(
+            {
+                "root": JOB_EXAMPLE["workdir"],
+                "declared": ["report.json"],
+                "items": [
+                    {
+                        "path": "report.json",
+                        "sizeBytes": 5120,
+                        "modifiedAt": "2025-06-01T02:02:00Z",
+                        "url": f"/v1/jobs/{JOB_EXAMPLE['id']}/artifacts/report.json",
+                    }
+                ],
+            }
+        ),
+        **error_responses(401, 404),
+    },
+)
+async def list_artifacts(job_id: JobId, _principal: ReadAccess, store: StoreDep) -> ArtifactList:
+    """Every file in the job's run directory (checkpoints, reports, saved models)."""
+    record = await _require_job(store, job_id)
+    declared = list((record.result or {}).get("artifacts", []))
+    if not record.workdir or not Path(record.workdir).is_dir():
+        return ArtifactList(root=record.workdir or "", declared=declared, items=[])
+    items = await anyio.to_thread.run_sync(_list_files, Path(record.workdir), job_id)
+    return ArtifactList(root=record.workdir, declared=declared, items=items)
+
+
+@router.get(
+    "/{job_id}/artifacts/{path:path}",
+    summary="Download an artifact",
+    response_class=FileResponse,
+    responses={
+        200: {"description": "The file.", "content": {"application/octet-stream": {}}},
+        **error_responses(401, 404),
+    },
+)
+async def download_artifact(
+    job_id: JobId,
+    path: Annotated[str, PathParam(examples=["report.json"])],
+    _principal: ReadAccess,
+    store: StoreDep,
+) -> FileResponse:
+    record = await _require_job(store, job_id)
+    if not record.workdir:
+        raise ApiError(404, "not_found", f"job {job_id} has no artifacts yet")
+    root = Path(record.workdir).resolve()
+    target = (root / path).resolve()
+    if not target.is_relative_to(root) or not target.is_file():
+        raise ApiError(404, "not_found", f"no artifact {path!r} in job {job_id}")
+    return FileResponse(target, filename=target.name)

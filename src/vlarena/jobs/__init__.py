@@ -1,0 +1,1 @@
+"""Jobs: the spec users submit, the states a job goes through, and their store in Redis."""

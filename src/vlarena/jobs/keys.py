@@ -1,0 +1,148 @@
+"""The Redis key layout of the job platform, shared by the Python store and its Lua scripts.
+
+Every key starts with the configured prefix (`VLARENA_KEY_PREFIX`, default `vlarena:`).
+
+Jobs
+- `job:{id}` (hash): one job. `id`, `type`, `state`, `queue`, `priority`, `spec` (JSON),
+  `specSha256`, `owner`, `submissionId`, `maxRetries`, `retries`, `activeDeadlineSeconds`;
+  `createdAt`, `updatedAt`, `startedAt`, `finishedAt`, `deadlineAt` (epoch ms, Redis clock);
+  `attempt` (number of the current attempt), `worker`, `workdir`; `progress`, `metrics`,
+  `checkpoint`, `error`, `result` (JSON); `cancelRequested`; `attempt:{n}` (JSON record of
+  attempt n); `model:{name}` (version registered by this job).
+- `job:{id}:logs` (stream): log lines (`level`, `message`, `attempt`, `source`), capped at
+  `VLARENA_LOG_MAX_ENTRIES`.
+- `job:{id}:events` (stream): lifecycle events (`level`, `reason`, `message`, `attempt`).
+- `jobs:all`, `jobs:type:{type}`, `jobs:state:{state}`, `jobs:state:{state}:type:{type}`
+  (sorted sets, all scores 0): job ids by filter; ids sort by creation time, so lexicographic
+  ranges page through them newest first.
+- `submission:{owner}:{submissionId}` (string): the job an idempotency key created.
+
+Scheduling
+- `queue:{queue}` (sorted set): jobs waiting for a worker of `queue` (`cpu`, `gpu`), score
+  `-priority`; equal priorities run in id (submission) order.
+- `delayed` (sorted set): failed jobs waiting out their retry backoff, score = when they may run.
+- `leases` (sorted set): running jobs, score = when their lease lapses (ms, Redis clock).
+- `workers`, `workers:queue:{queue}` (sorted sets): worker ids, score = last heartbeat (ms).
+- `worker:{id}` (hash, expires): a worker's host, pid, queues, start time and current job.
+
+Model registry
+- `models` (sorted set, all scores 0): registered model names.
+- `model:{name}` (hash): `name`, `family`, `latestVersion`, `createdAt`, `updatedAt`.
+- `model:{name}:versions` (hash): version number → JSON record (status, source job, metrics,
+  path).
+- `model:{name}:aliases` (hash): alias (`production`, `candidate`, any name) → version number.
+- `registry:events` (stream): versions registered and aliases set or removed, for the Triton
+  sync sidecar to follow.
+
+Every state change goes through one Lua script (`vlarena.jobs.lua`), so a job's hash, its indexes,
+its queue entry, its lease and its events change together or not at all.
+"""
+
+from __future__ import annotations
+
+import re
+
+KEY_TEMPLATES: dict[str, str] = {
+    "job": "job:{id}",
+    "job_logs": "job:{id}:logs",
+    "job_events": "job:{id}:events",
+    "jobs_all": "jobs:all",
+    "jobs_type": "jobs:type:{type}",
+    "jobs_state": "jobs:state:{state}",
+    "jobs_state_type": "jobs:state:{state}:type:{type}",
+    "queue": "queue:{queue}",
+    "delayed": "delayed",
+    "leases": "leases",
+    "submission": "submission:{owner}:{submission_id}",
+    "workers": "workers",
+    "workers_queue": "workers:queue:{queue}",
+    "worker": "worker:{id}",
+    "models": "models",
+    "model": "model:{name}",
+    "model_versions": "model:{name}:versions",
+    "model_aliases": "model:{name}:aliases",
+    "registry_events": "registry:events",
+}
+
+_FIELD = re.compile(r"\{(\w+)\}")
+
+
+class RedisKeys:
+    """Builds the keys of the layout above under one prefix."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+
+    def _key(self, name: str, **parts: str) -> str:
+        return self.prefix + KEY_TEMPLATES[name].format(**parts)
+
+    def job(self, job_id: str) -> str:
+        return self._key("job", id=job_id)
+
+    def job_logs(self, job_id: str) -> str:
+        return self._key("job_logs", id=job_id)
+
+    def job_events(self, job_id: str) -> str:
+        return self._key("job_events", id=job_id)
+
+    def jobs_index(self, state: str | None = None, job_type: str | None = None) -> str:
+        """The index of jobs in `state` and of `job_type` (either may be None: any)."""
+        if state and job_type:
+            return self._key("jobs_state_type", state=state, type=job_type)
+        if state:
+            return self._key("jobs_state", state=state)
+        if job_type:
+            return self._key("jobs_type", type=job_type)
+        return self._key("jobs_all")
+
+    def queue(self, queue: str) -> str:
+        return self._key("queue", queue=queue)
+
+    def delayed(self) -> str:
+        return self._key("delayed")
+
+    def leases(self) -> str:
+        return self._key("leases")
+
+    def submission(self, owner: str, submission_id: str) -> str:
+        return self._key("submission", owner=owner, submission_id=submission_id)
+
+    def workers(self) -> str:
+        return self._key("workers")
+
+    def workers_queue(self, queue: str) -> str:
+        return self._key("workers_queue", queue=queue)
+
+    def worker(self, worker_id: str) -> str:
+        return self._key("worker", id=worker_id)
+
+    def models(self) -> str:
+        return self._key("models")
+
+    def model(self, name: str) -> str:
+        return self._key("model", name=name)
+
+    def model_versions(self, name: str) -> str:
+        return self._key("model_versions", name=name)
+
+    def model_aliases(self, name: str) -> str:
+        return self._key("model_aliases", name=name)
+
+    def registry_events(self) -> str:
+        return self._key("registry_events")
+
+
+def lua_key_functions() -> str:
+    """Lua functions `k_<name>(...)` building the same keys from the prefix `P`."""
+    lines = []
+    for name, template in KEY_TEMPLATES.items():
+        params = _FIELD.findall(template)
+        pieces = []
+        for i, literal in enumerate(_FIELD.split(template)):
+            if i % 2:
+                pieces.append(literal)
+            elif literal:
+                pieces.append(f"'{literal}'")
+        body = " .. ".join(["P", *pieces])
+        lines.append(f"local function k_{name}({', '.join(params)}) return {body} end")
+    return "\n".join(lines)

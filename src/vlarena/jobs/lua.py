@@ -1,0 +1,472 @@
+"""The Lua scripts that change job state atomically in Redis, one per kind of change.
+
+Each script starts with the same prelude: the key builders of `vlarena.jobs.keys`, the allowed
+transitions of `vlarena.jobs.states`, and helpers to move a job between states and to record
+events. Scripts read the clock with `TIME`, so leases and deadlines follow Redis's clock, not
+the workers'. Arguments common to all scripts: ARGV[1] the key prefix, ARGV[2] the stream cap.
+Redis does not roll back a script that errors, so every check comes before the first write.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from redis.asyncio import Redis
+
+from vlarena.jobs.keys import lua_key_functions
+from vlarena.jobs.states import TERMINAL_STATES, TRANSITIONS
+
+
+def _transition_table() -> str:
+    rows = []
+    for source, targets in TRANSITIONS.items():
+        allowed = ", ".join(f"{t.value} = true" for t in sorted(targets))
+        rows.append(f"  {source.value} = {{{allowed}}},")
+    terminal = ", ".join(f"{s.value} = true" for s in sorted(TERMINAL_STATES))
+    return "local ALLOWED = {\n" + "\n".join(rows) + "\n}\n" + f"local TERMINAL = {{{terminal}}}"
+
+
+PRELUDE = f"""
+local P = ARGV[1]
+local MAXLEN = ARGV[2]
+{lua_key_functions()}
+{_transition_table()}
+
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- A lifecycle event goes to the events stream and, as a line, to the logs stream.
+local function emit(id, level, reason, message, attempt)
+  redis.call('XADD', k_job_events(id), 'MAXLEN', '~', MAXLEN, '*',
+    'level', level, 'reason', reason, 'message', message, 'attempt', attempt)
+  redis.call('XADD', k_job_logs(id), 'MAXLEN', '~', MAXLEN, '*',
+    'level', level, 'message', message, 'attempt', attempt, 'source', 'platform')
+end
+
+local function check_move(id, from, to)
+  if not (ALLOWED[from] and ALLOWED[from][to]) then
+    error('job ' .. id .. ': illegal transition ' .. tostring(from) .. ' -> ' .. to)
+  end
+end
+
+local function move(id, from, to, now)
+  check_move(id, from, to)
+  local jk = k_job(id)
+  local job_type, queue = unpack(redis.call('HMGET', jk, 'type', 'queue'))
+  redis.call('HSET', jk, 'state', to, 'updatedAt', now)
+  redis.call('ZREM', k_jobs_state(from), id)
+  redis.call('ZREM', k_jobs_state_type(from, job_type), id)
+  redis.call('ZADD', k_jobs_state(to), 0, id)
+  redis.call('ZADD', k_jobs_state_type(to, job_type), 0, id)
+  if TERMINAL[to] or to == 'RUNNING' then
+    redis.call('ZREM', k_queue(queue), id)
+    redis.call('ZREM', k_delayed(), id)
+  end
+  if TERMINAL[to] then
+    redis.call('HSET', jk, 'finishedAt', now)
+    redis.call('ZREM', k_leases(), id)
+  end
+end
+
+local function enqueue(id)
+  local queue, priority = unpack(redis.call('HMGET', k_job(id), 'queue', 'priority'))
+  redis.call('ZADD', k_queue(queue), -tonumber(priority), id)
+  return queue
+end
+
+-- Closes the record of attempt n: when and how it ended, and how far it got.
+local function end_attempt(id, attempt, now, outcome, err)
+  local jk = k_job(id)
+  local field = 'attempt:' .. attempt
+  local raw = redis.call('HGET', jk, field)
+  if not raw then return end
+  local record = cjson.decode(raw)
+  record['finishedAt'] = now
+  record['outcome'] = outcome
+  if err and err ~= '' then record['error'] = err end
+  local progress = redis.call('HGET', jk, 'progress')
+  if progress then
+    local p = cjson.decode(progress)
+    if tostring(p['attempt']) == tostring(attempt) and p['samplesSeen'] then
+      record['samplesSeen'] = p['samplesSeen']
+    end
+  end
+  redis.call('HSET', jk, field, cjson.encode(record))
+end
+
+local function set_error(id, code, message)
+  redis.call('HSET', k_job(id), 'error', cjson.encode({{code = code, message = message}}))
+end
+
+local function deadline_passed(id, now)
+  local deadline = redis.call('HGET', k_job(id), 'deadlineAt')
+  return deadline and deadline ~= '' and now >= tonumber(deadline)
+end
+"""
+
+# ARGV: prefix, maxlen, id, submission key ('' for none), fields JSON, priority, queue,
+# worker ttl ms. Returns {1, id} when created, {0, existing id} for a known submission.
+CREATE = """
+local id = ARGV[3]
+local submission_key = ARGV[4]
+local fields = cjson.decode(ARGV[5])
+local queue = ARGV[7]
+local worker_ttl = tonumber(ARGV[8])
+if submission_key ~= '' then
+  local existing = redis.call('GET', submission_key)
+  if existing then return {0, existing} end
+  redis.call('SET', submission_key, id)
+end
+local now = now_ms()
+local jk = k_job(id)
+for name, value in pairs(fields) do
+  redis.call('HSET', jk, name, value)
+end
+redis.call('HSET', jk, 'id', id, 'state', 'QUEUED', 'queue', queue, 'priority', ARGV[6],
+  'attempt', 0, 'retries', 0, 'createdAt', now, 'updatedAt', now)
+redis.call('ZADD', k_jobs_all(), 0, id)
+redis.call('ZADD', k_jobs_type(fields['type']), 0, id)
+redis.call('ZADD', k_jobs_state('QUEUED'), 0, id)
+redis.call('ZADD', k_jobs_state_type('QUEUED', fields['type']), 0, id)
+enqueue(id)
+emit(id, 'info', 'Created', 'job created; waiting in queue ' .. queue, 0)
+local live = redis.call('ZCOUNT', k_workers_queue(queue), now - worker_ttl, '+inf')
+if live == 0 then
+  emit(id, 'warning', 'NoWorker', 'no worker takes jobs from queue ' .. queue ..
+    ' right now; the job stays QUEUED until one starts', 0)
+end
+return {1, id}
+"""
+
+# ARGV: prefix, maxlen, queue, worker id, lease ms.
+# Returns {id, attempt} of the job now RUNNING under a fresh lease, or false.
+CLAIM = """
+local queue = ARGV[3]
+local worker = ARGV[4]
+local lease_ms = tonumber(ARGV[5])
+local now = now_ms()
+while true do
+  local popped = redis.call('ZPOPMIN', k_queue(queue))
+  if #popped == 0 then return false end
+  local id = popped[1]
+  local jk = k_job(id)
+  local state = redis.call('HGET', jk, 'state')
+  if state == 'QUEUED' or state == 'RETRYING' then
+    if deadline_passed(id, now) then
+      move(id, state, 'FAILED', now)
+      set_error(id, 'DeadlineExceeded', 'activeDeadlineSeconds passed before the job could resume')
+      emit(id, 'warning', 'DeadlineExceeded', 'activeDeadlineSeconds passed', 0)
+    else
+      move(id, state, 'RUNNING', now)
+      local attempt = redis.call('HINCRBY', jk, 'attempt', 1)
+      local resumed_from = 0
+      local checkpoint = redis.call('HGET', jk, 'checkpoint')
+      if checkpoint then resumed_from = cjson.decode(checkpoint)['samplesSeen'] or 0 end
+      redis.call('HSET', jk, 'worker', worker, 'attempt:' .. attempt, cjson.encode({
+        number = attempt, worker = worker, startedAt = now, outcome = 'running',
+        resumedFromSamples = resumed_from}))
+      if not redis.call('HGET', jk, 'startedAt') then
+        redis.call('HSET', jk, 'startedAt', now)
+        local deadline = redis.call('HGET', jk, 'activeDeadlineSeconds')
+        if deadline then
+          redis.call('HSET', jk, 'deadlineAt', now + 1000 * tonumber(deadline))
+        end
+      end
+      redis.call('ZADD', k_leases(), now + lease_ms, id)
+      local message = 'attempt ' .. attempt .. ' started on worker ' .. worker
+      if resumed_from ~= 0 then
+        message = message .. ', resuming from the checkpoint at ' .. resumed_from .. ' samples'
+      end
+      emit(id, 'info', 'Started', message, attempt)
+      return {id, attempt}
+    end
+  end
+end
+"""
+
+# ARGV: prefix, maxlen, id, attempt, lease ms.
+# Returns the job's state (RUNNING or CANCELLING), 'DEADLINE', or 'FENCED' when this attempt
+# no longer owns the job.
+RENEW = """
+local id = ARGV[3]
+local jk = k_job(id)
+local attempt, state = unpack(redis.call('HMGET', jk, 'attempt', 'state'))
+if attempt ~= ARGV[4] or (state ~= 'RUNNING' and state ~= 'CANCELLING') then
+  return 'FENCED'
+end
+local now = now_ms()
+redis.call('ZADD', k_leases(), now + tonumber(ARGV[5]), id)
+if deadline_passed(id, now) then return 'DEADLINE' end
+return state
+"""
+
+# ARGV: prefix, maxlen, id, attempt, payload JSON {set = {field = string}, logs = {{level,
+# message}}, events = {{level, reason, message}}}. Returns 1, or 0 when fenced off.
+WRITE = """
+local id = ARGV[3]
+local jk = k_job(id)
+local attempt, state = unpack(redis.call('HMGET', jk, 'attempt', 'state'))
+if attempt ~= ARGV[4] or (state ~= 'RUNNING' and state ~= 'CANCELLING') then return 0 end
+local payload = cjson.decode(ARGV[5])
+local now = now_ms()
+if payload['set'] then
+  for name, value in pairs(payload['set']) do redis.call('HSET', jk, name, value) end
+end
+redis.call('HSET', jk, 'updatedAt', now)
+if payload['logs'] then
+  for _, line in ipairs(payload['logs']) do
+    redis.call('XADD', k_job_logs(id), 'MAXLEN', '~', MAXLEN, '*',
+      'level', line[1], 'message', line[2], 'attempt', attempt, 'source', 'job')
+  end
+end
+if payload['events'] then
+  for _, event in ipairs(payload['events']) do emit(id, event[1], event[2], event[3], attempt) end
+end
+return 1
+"""
+
+# ARGV: prefix, maxlen, id, attempt, outcome, payload JSON, retry backoff base ms, cap ms.
+# outcome: succeeded | failed | cancelled | preempted | deadline. payload: {message, result,
+# metrics, models = {{name, family, path, metrics, status}}}. Returns {new state, queue to wake
+# or '', delay ms}, or {'FENCED', '', 0}.
+FINISH = """
+local id = ARGV[3]
+local jk = k_job(id)
+local outcome = ARGV[5]
+local payload = cjson.decode(ARGV[6])
+local attempt, state, retries, max_retries = unpack(redis.call(
+  'HMGET', jk, 'attempt', 'state', 'retries', 'maxRetries'))
+if attempt ~= ARGV[4] or (state ~= 'RUNNING' and state ~= 'CANCELLING') then
+  return {'FENCED', '', 0}
+end
+local now = now_ms()
+local message = payload['message'] or ''
+
+if outcome == 'succeeded' then
+  move(id, state, 'SUCCEEDED', now)
+  end_attempt(id, attempt, now, 'succeeded', '')
+  redis.call('HSET', jk, 'result', payload['result'], 'metrics', payload['metrics'])
+  redis.call('HDEL', jk, 'error')
+  for _, m in ipairs(payload['models'] or {}) do
+    local mk = k_model(m['name'])
+    local version = redis.call('HINCRBY', mk, 'latestVersion', 1)
+    redis.call('HSETNX', mk, 'createdAt', now)
+    redis.call('HSET', mk, 'name', m['name'], 'family', m['family'], 'updatedAt', now)
+    redis.call('ZADD', k_models(), 0, m['name'])
+    local record = {name = m['name'], version = version, family = m['family'],
+      status = m['status'], sourceJob = id, path = m['path'], metrics = m['metrics'],
+      createdAt = now, statusMessage = m['statusMessage']}
+    redis.call('HSET', k_model_versions(m['name']), version, cjson.encode(record))
+    redis.call('XADD', k_registry_events(), 'MAXLEN', '~', MAXLEN, '*',
+      'event', 'VersionRegistered', 'model', m['name'], 'version', version,
+      'status', m['status'])
+    redis.call('HSET', jk, 'model:' .. m['name'], version)
+    emit(id, 'info', 'ModelRegistered', 'registered model ' .. m['name'] .. ' version ' ..
+      version .. ' (' .. m['status'] .. ')', attempt)
+  end
+  emit(id, 'info', 'Succeeded', 'job succeeded', attempt)
+  return {'SUCCEEDED', '', 0}
+end
+
+if state == 'CANCELLING' then
+  move(id, state, 'CANCELLED', now)
+  end_attempt(id, attempt, now, 'cancelled', '')
+  emit(id, 'info', 'Cancelled', 'job cancelled', attempt)
+  return {'CANCELLED', '', 0}
+end
+
+if outcome == 'deadline' then
+  move(id, state, 'FAILED', now)
+  end_attempt(id, attempt, now, 'failed', 'activeDeadlineSeconds passed')
+  set_error(id, 'DeadlineExceeded', 'the job ran past its activeDeadlineSeconds')
+  emit(id, 'warning', 'DeadlineExceeded', 'the job ran past its activeDeadlineSeconds', attempt)
+  return {'FAILED', '', 0}
+end
+
+if outcome == 'preempted' then
+  move(id, state, 'RETRYING', now)
+  end_attempt(id, attempt, now, 'preempted', '')
+  local queue = enqueue(id)
+  emit(id, 'info', 'Preempted', 'worker shutting down: checkpointed and requeued', attempt)
+  return {'RETRYING', queue, 0}
+end
+
+-- failed
+retries = tonumber(retries)
+if retries < tonumber(max_retries) then
+  local delay = math.min(tonumber(ARGV[7]) * 2 ^ retries, tonumber(ARGV[8]))
+  move(id, state, 'RETRYING', now)
+  end_attempt(id, attempt, now, 'failed', message)
+  redis.call('HSET', jk, 'retries', retries + 1)
+  set_error(id, 'AttemptFailed', message)
+  local queue = ''
+  if delay > 0 then
+    redis.call('ZADD', k_delayed(), now + delay, id)
+  else
+    queue = enqueue(id)
+  end
+  emit(id, 'warning', 'Retrying', 'attempt ' .. attempt .. ' failed: ' .. message ..
+    '; retry ' .. (retries + 1) .. ' of ' .. max_retries .. ' in ' ..
+    string.format('%.1f', delay / 1000) .. ' s', attempt)
+  return {'RETRYING', queue, delay}
+end
+move(id, state, 'FAILED', now)
+end_attempt(id, attempt, now, 'failed', message)
+set_error(id, 'JobFailed', message)
+emit(id, 'error', 'Failed', 'job failed: ' .. message, attempt)
+return {'FAILED', '', 0}
+"""
+
+# ARGV: prefix, maxlen, id, who. Returns the state after the request.
+CANCEL = """
+local id = ARGV[3]
+local jk = k_job(id)
+local state = redis.call('HGET', jk, 'state')
+if not state then return false end
+local now = now_ms()
+if state == 'QUEUED' or state == 'RETRYING' then
+  move(id, state, 'CANCELLED', now)
+  emit(id, 'info', 'Cancelled', 'job cancelled by ' .. ARGV[4] .. ' before it ran again', 0)
+  return 'CANCELLED'
+end
+if state == 'RUNNING' then
+  move(id, state, 'CANCELLING', now)
+  redis.call('HSET', jk, 'cancelRequested', 1)
+  emit(id, 'info', 'CancelRequested', 'cancel requested by ' .. ARGV[4] ..
+    '; stopping the running attempt', redis.call('HGET', jk, 'attempt'))
+end
+return redis.call('HGET', jk, 'state')
+"""
+
+# ARGV: prefix, maxlen, batch size, worker ttl ms, queue names...
+# Requeues jobs whose lease lapsed, releases failed jobs whose backoff is over, forgets dead
+# workers. Returns the queues that got jobs (one entry per job) to wake workers for.
+REAP = """
+local batch = tonumber(ARGV[3])
+local worker_ttl = tonumber(ARGV[4])
+local now = now_ms()
+local woken = {}
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', k_leases(), '-inf', now, 'LIMIT', 0, batch)) do
+  local jk = k_job(id)
+  local state, attempt, retries, max_retries, worker = unpack(redis.call(
+    'HMGET', jk, 'state', 'attempt', 'retries', 'maxRetries', 'worker'))
+  redis.call('ZREM', k_leases(), id)
+  local lost = 'worker ' .. tostring(worker) .. ' stopped renewing the lease of attempt ' ..
+    tostring(attempt)
+  if state == 'CANCELLING' then
+    move(id, state, 'CANCELLED', now)
+    end_attempt(id, attempt, now, 'lost', lost)
+    emit(id, 'info', 'Cancelled', 'job cancelled (' .. lost .. ')', attempt)
+  elseif state == 'RUNNING' then
+    end_attempt(id, attempt, now, 'lost', lost)
+    if deadline_passed(id, now) then
+      move(id, state, 'FAILED', now)
+      set_error(id, 'DeadlineExceeded', 'the job ran past its activeDeadlineSeconds')
+      emit(id, 'warning', 'DeadlineExceeded', lost .. '; activeDeadlineSeconds passed', attempt)
+    elseif tonumber(retries) < tonumber(max_retries) then
+      move(id, state, 'RETRYING', now)
+      redis.call('HSET', jk, 'retries', tonumber(retries) + 1)
+      table.insert(woken, enqueue(id))
+      emit(id, 'warning', 'WorkerLost', lost .. '; requeued to resume from its last checkpoint',
+        attempt)
+    else
+      move(id, state, 'FAILED', now)
+      set_error(id, 'WorkerLost', lost .. ' and no retries are left')
+      emit(id, 'error', 'Failed', lost .. ' and no retries are left', attempt)
+    end
+  end
+end
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', k_delayed(), '-inf', now, 'LIMIT', 0, batch)) do
+  redis.call('ZREM', k_delayed(), id)
+  if redis.call('HGET', k_job(id), 'state') == 'RETRYING' then
+    table.insert(woken, enqueue(id))
+  end
+end
+local dead = redis.call('ZRANGEBYSCORE', k_workers(), '-inf', now - worker_ttl)
+for _, worker in ipairs(dead) do
+  redis.call('ZREM', k_workers(), worker)
+  redis.call('DEL', k_worker(worker))
+end
+for i = 5, #ARGV do
+  redis.call('ZREMRANGEBYSCORE', k_workers_queue(ARGV[i]), '-inf', now - worker_ttl)
+end
+return woken
+"""
+
+# ARGV: prefix, maxlen, worker id, ttl ms, info JSON, queue names...
+# Records a worker's heartbeat; the reaper forgets it once `ttl` passes without one.
+HEARTBEAT = """
+local worker = ARGV[3]
+local ttl = tonumber(ARGV[4])
+local now = now_ms()
+redis.call('ZADD', k_workers(), now, worker)
+for i = 6, #ARGV do redis.call('ZADD', k_workers_queue(ARGV[i]), now, worker) end
+local wk = k_worker(worker)
+for name, value in pairs(cjson.decode(ARGV[5])) do redis.call('HSET', wk, name, value) end
+redis.call('HSET', wk, 'lastSeen', now)
+redis.call('PEXPIRE', wk, ttl)
+return now
+"""
+
+# ARGV: prefix, maxlen, worker id, queue names... A worker that stops cleanly leaves at once.
+DEPART = """
+redis.call('ZREM', k_workers(), ARGV[3])
+redis.call('DEL', k_worker(ARGV[3]))
+for i = 4, #ARGV do redis.call('ZREM', k_workers_queue(ARGV[i]), ARGV[3]) end
+return 1
+"""
+
+# ARGV: prefix, maxlen, model name, alias, version ('' to remove). Returns the version's
+# status, or false when the model or version is unknown.
+SET_ALIAS = """
+local name, alias, version = ARGV[3], ARGV[4], ARGV[5]
+local aliases = k_model_aliases(name)
+if version == '' then
+  local removed = redis.call('HDEL', aliases, alias)
+  if removed == 1 then
+    redis.call('XADD', k_registry_events(), 'MAXLEN', '~', MAXLEN, '*',
+      'event', 'AliasRemoved', 'model', name, 'alias', alias)
+  end
+  return removed
+end
+local raw = redis.call('HGET', k_model_versions(name), version)
+if not raw then return false end
+local status = cjson.decode(raw)['status']
+if status ~= 'READY' then return status end
+redis.call('HSET', aliases, alias, version)
+redis.call('HSET', k_model(name), 'updatedAt', now_ms())
+redis.call('XADD', k_registry_events(), 'MAXLEN', '~', MAXLEN, '*',
+  'event', 'AliasSet', 'model', name, 'alias', alias, 'version', version)
+return status
+"""
+
+SCRIPTS: dict[str, str] = {
+    "create": CREATE,
+    "claim": CLAIM,
+    "renew": RENEW,
+    "write": WRITE,
+    "finish": FINISH,
+    "cancel": CANCEL,
+    "reap": REAP,
+    "heartbeat": HEARTBEAT,
+    "depart": DEPART,
+    "set_alias": SET_ALIAS,
+}
+
+
+def script_source(name: str) -> str:
+    """The full source of one script: the prelude, then its body."""
+    return PRELUDE + SCRIPTS[name]
+
+
+class LuaScripts:
+    """The scripts above, loaded into one Redis client and called by name."""
+
+    def __init__(self, redis: Redis, prefix: str, stream_max_entries: int) -> None:
+        self._common = [prefix, str(stream_max_entries)]
+        self._scripts = {name: redis.register_script(script_source(name)) for name in SCRIPTS}
+
+    async def __call__(self, name: str, *args: str | int | float) -> Any:
+        return await self._scripts[name](keys=[], args=[*self._common, *args])

@@ -1,0 +1,270 @@
+"""The job spec users submit: what to run, on what data, with what budget and resources."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from enum import StrEnum
+from pathlib import PurePosixPath
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    field_validator,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+
+
+class JobType(StrEnum):
+    TRAIN = "train"
+    EVALUATE = "evaluate"
+    COMPARE = "compare"
+
+
+ModelFamily = Literal["token-vlm", "vl-jepa"]
+BuiltinDataset = Literal["fashion-grid", "emoji"]
+MODEL_FAMILIES: tuple[str, ...] = ("token-vlm", "vl-jepa")
+
+MAX_PRIORITY = 1000
+# Model and alias names become parts of Redis keys and URLs.
+NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,127}$"
+
+
+class SpecModel(BaseModel):
+    """camelCase on the wire, snake_case in Python; unknown fields are errors, not silence."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
+    )
+
+
+class ModelSpec(SpecModel):
+    family: ModelFamily
+    config: dict[str, Any] = Field(
+        default_factory=dict,
+        description='Overrides of the family\'s config, e.g. {"preset": "tiny"}.',
+    )
+
+
+class DatasetSpec(SpecModel):
+    name: BuiltinDataset | None = Field(default=None, description="A built-in dataset.")
+    uri: str | None = Field(
+        default=None, description="Absolute path of a JSONL manifest (or file:// URI)."
+    )
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="Options of a built-in dataset, e.g. n_train."
+    )
+
+    @field_validator("uri")
+    @classmethod
+    def _absolute_manifest(cls, uri: str | None) -> str | None:
+        if uri is None:
+            return None
+        path = uri.removeprefix("file://")
+        if not PurePosixPath(path).is_absolute():
+            raise ValueError("must be an absolute path or a file:// URI")
+        return path
+
+    @model_validator(mode="after")
+    def _name_or_uri(self) -> DatasetSpec:
+        if (self.name is None) == (self.uri is None):
+            raise ValueError("give exactly one of 'name' (a built-in dataset) and 'uri'")
+        return self
+
+
+class Hyperparameters(SpecModel):
+    """The optimiser's and training loop's settings; unset ones take the loop's defaults."""
+
+    learning_rate: float | None = Field(default=None, gt=0, le=10)
+    batch_size: int | None = Field(default=None, ge=1, le=65_536)
+    weight_decay: float | None = Field(default=None, ge=0)
+    warmup_steps: int | None = Field(default=None, ge=0)
+    min_lr_ratio: float | None = Field(default=None, ge=0, le=1)
+    grad_clip: float | None = Field(default=None, gt=0)
+    seed: int | None = Field(default=None, ge=0)
+    vqa_fraction: float | None = Field(default=None, ge=0, le=1)
+    eval_every_samples: int | None = Field(default=None, gt=0)
+    checkpoint_every_steps: int | None = Field(default=None, gt=0)
+    log_every_steps: int | None = Field(default=None, gt=0)
+
+
+class Evaluation(SpecModel):
+    """How much of the test split each metric reads, and the learning curve's points."""
+
+    max_images: int | None = Field(default=None, gt=0)
+    caption_choices: int | None = Field(default=None, ge=2)
+    retrieval_pools: list[int] | None = Field(default=None, min_length=1)
+    retrieval_repeats: int | None = Field(default=None, ge=1)
+    generate_images: int | None = Field(default=None, ge=0)
+    latency_repeats: int | None = Field(default=None, ge=0)
+    curve_images: int | None = Field(default=None, gt=0)
+    curve_points: int | None = Field(default=None, ge=0)
+
+
+class Budget(SpecModel):
+    samples: int | None = Field(default=None, gt=0, description="Training samples to see.")
+    steps: int | None = Field(default=None, gt=0, description="Optimiser steps to take.")
+
+    @model_validator(mode="after")
+    def _one_unit(self) -> Budget:
+        if (self.samples is None) == (self.steps is None):
+            raise ValueError("give exactly one of 'samples' and 'steps'")
+        return self
+
+
+class Resources(SpecModel):
+    cpu: float | None = Field(default=None, gt=0, description="CPU cores.")
+    memory: str | None = Field(
+        default=None,
+        pattern=r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|K|M|G|T)?$",
+        description="Memory as a Kubernetes quantity, e.g. 8Gi.",
+    )
+    gpus: int = Field(
+        default=0, ge=0, le=64, description="GPUs; > 0 sends the job to a GPU worker."
+    )
+    gpu_type: str | None = Field(default=None, description="e.g. nvidia-h100.")
+    nodes: int = Field(default=1, ge=1, description="Nodes; only 1 is supported for now.")
+
+    @field_validator("nodes")
+    @classmethod
+    def _single_node(cls, nodes: int) -> int:
+        if nodes > 1:
+            raise ValueError("multi-node jobs (nodes > 1) are not supported yet; use nodes: 1")
+        return nodes
+
+
+class Source(SpecModel):
+    """The trained run an evaluate job reads: a job, a registered model, or a run directory."""
+
+    job_id: str | None = None
+    model: str | None = Field(default=None, description="A registered model's name.")
+    version: int | None = Field(default=None, ge=1)
+    alias: str | None = None
+    run_dir: str | None = Field(default=None, description="Absolute path of a train job's run.")
+
+    @model_validator(mode="after")
+    def _one_reference(self) -> Source:
+        given = [x for x in (self.job_id, self.model, self.run_dir) if x is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of 'jobId', 'model' and 'runDir'")
+        if self.model is None and (self.version is not None or self.alias is not None):
+            raise ValueError("'version' and 'alias' go with 'model'")
+        if self.model is not None and self.version is not None and self.alias is not None:
+            raise ValueError("give 'version' or 'alias', not both")
+        if self.run_dir is not None and not PurePosixPath(self.run_dir).is_absolute():
+            raise ValueError("'runDir' must be an absolute path")
+        return self
+
+
+class PlatformFields(SpecModel):
+    """What every job type shares: scheduling, retries and bookkeeping."""
+
+    dataset: DatasetSpec | None = None
+    hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters)
+    evaluation: Evaluation = Field(default_factory=Evaluation)
+    resources: Resources = Field(default_factory=Resources)
+    priority: int = Field(
+        default=0,
+        ge=-MAX_PRIORITY,
+        le=MAX_PRIORITY,
+        description="Higher runs first; equal priorities run in submission order.",
+    )
+    max_retries: int = Field(
+        default=3, ge=0, le=20, description="Attempts after a failure or a lost worker."
+    )
+    active_deadline_seconds: int | None = Field(
+        default=None, gt=0, description="Fail the job this long after it first started."
+    )
+    submission_id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=128,
+        pattern=r"^[A-Za-z0-9._:-]+$",
+        description="Idempotency key: submitting the same id again returns the same job.",
+    )
+    metadata: dict[str, str] = Field(default_factory=dict, max_length=64)
+    validate_only: bool = Field(
+        default=False, description="Validate and return the normalised spec; create nothing."
+    )
+
+
+class TrainJobSpec(PlatformFields):
+    type: Literal["train"]
+    model: ModelSpec
+    dataset: DatasetSpec
+    budget: Budget
+    model_name: str | None = Field(
+        default=None,
+        pattern=NAME_PATTERN,
+        description="Registry name of the trained model; default: `<family>-<dataset>`.",
+    )
+
+
+class EvaluateJobSpec(PlatformFields):
+    type: Literal["evaluate"]
+    source: Source
+    model: ModelSpec | None = None
+
+
+class CompareJobSpec(PlatformFields):
+    type: Literal["compare"]
+    dataset: DatasetSpec
+    budget: Budget
+    families: list[ModelFamily] | None = Field(
+        default=None, min_length=1, description="Default: every family."
+    )
+    seeds: int = Field(default=1, ge=1, le=10)
+    model: ModelSpec | None = Field(
+        default=None, description="Config overrides applied to every family compared."
+    )
+
+    @field_validator("families")
+    @classmethod
+    def _distinct(cls, families: list[str] | None) -> list[str] | None:
+        if families is not None and len(set(families)) != len(families):
+            raise ValueError("families must be distinct")
+        return families
+
+
+JobSpec = Annotated[TrainJobSpec | EvaluateJobSpec | CompareJobSpec, Field(discriminator="type")]
+JOB_SPEC_ADAPTER: TypeAdapter[TrainJobSpec | EvaluateJobSpec | CompareJobSpec] = TypeAdapter(
+    JobSpec
+)
+
+# Fields that steer the platform and never reach the ML core's view of a run's identity.
+_REQUEST_ONLY_FIELDS = frozenset({"validateOnly", "submissionId"})
+
+
+def spec_document(spec: TrainJobSpec | EvaluateJobSpec | CompareJobSpec) -> dict[str, Any]:
+    """The spec as stored and handed to the worker: camelCase JSON, defaults filled in."""
+    data = spec.model_dump(mode="json", by_alias=True, exclude_none=True)
+    return {k: v for k, v in data.items() if k not in _REQUEST_ONLY_FIELDS}
+
+
+def spec_fingerprint(document: dict[str, Any]) -> str:
+    """SHA-256 of the canonical JSON of a stored spec: tells a replay from a conflicting reuse."""
+    canonical = json.dumps(document, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def queue_for(spec: TrainJobSpec | EvaluateJobSpec | CompareJobSpec) -> str:
+    """The worker queue a job waits in: GPU jobs wait for a GPU worker."""
+    return "gpu" if spec.resources.gpus > 0 else "cpu"
+
+
+def field_path(loc: Sequence[str | int]) -> str:
+    """A validation error's location as the spec's field path, e.g. `budget.samples`.
+
+    Drops the request part (`body`) and the tag pydantic adds for the branch of the job type.
+    """
+    parts = list(loc)
+    if parts and parts[0] in ("body", "query", "path", "header"):
+        parts = parts[1:]
+    if parts and parts[0] in JobType.__members__.values():
+        parts = parts[1:]
+    return ".".join(str(p) for p in parts)

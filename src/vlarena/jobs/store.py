@@ -1,0 +1,276 @@
+"""The job store: jobs, queues, leases and workers in Redis, changed only through Lua scripts."""
+
+from __future__ import annotations
+
+import heapq
+import json
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from redis.asyncio import Redis
+
+from vlarena.jobs.keys import RedisKeys
+from vlarena.jobs.lua import LuaScripts
+from vlarena.jobs.records import JobRecord
+from vlarena.jobs.spec import (
+    CompareJobSpec,
+    EvaluateJobSpec,
+    JobType,
+    TrainJobSpec,
+    queue_for,
+    spec_document,
+    spec_fingerprint,
+)
+from vlarena.jobs.states import JobState
+from vlarena.settings import Settings
+
+QUEUES: tuple[str, ...] = ("cpu", "gpu")
+# Longest retry backoff: doubling stops here.
+RETRY_BACKOFF_CAP_SECONDS = 300.0
+
+
+class SubmissionConflict(Exception):
+    """A submissionId was reused with a different spec."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(job_id)
+        self.job_id = job_id
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A job a worker now runs, under attempt number `attempt`."""
+
+    job_id: str
+    attempt: int
+
+
+@dataclass(frozen=True)
+class Finish:
+    """Where a job went after an attempt ended, and which queue needs a worker now."""
+
+    state: str
+    wake_queue: str | None
+    delay_seconds: float
+
+
+@dataclass(frozen=True)
+class RegisteredVersion:
+    """A model a succeeded job registers (status READY, or FAILED with a reason)."""
+
+    name: str
+    family: str
+    path: str
+    metrics: dict[str, Any]
+    status: str
+    status_message: str | None = None
+
+
+def new_job_id() -> str:
+    """`job-` + creation time in ms (hex) + randomness: ids sort by creation time."""
+    return f"job-{time.time_ns() // 1_000_000:011x}{secrets.token_hex(3)}"
+
+
+class JobStore:
+    """Creates, reads, schedules and finishes jobs; every change is one atomic script."""
+
+    def __init__(self, redis: Redis, settings: Settings) -> None:
+        self.redis = redis
+        self.keys = RedisKeys(settings.key_prefix)
+        self.scripts = LuaScripts(redis, settings.key_prefix, settings.log_max_entries)
+        self.worker_ttl_ms = int(3000 * settings.heartbeat_seconds)
+        self.lease_ms = int(1000 * settings.lease_seconds)
+        self.backoff_ms = int(1000 * settings.retry_backoff_seconds)
+
+    async def ping(self) -> bool:
+        return bool(await self.redis.ping())
+
+    # Submitting and reading.
+
+    async def create(
+        self, spec: TrainJobSpec | EvaluateJobSpec | CompareJobSpec, *, owner: str
+    ) -> tuple[JobRecord, bool]:
+        """Records and enqueues a job; returns it and whether it is new.
+
+        A spec with a `submissionId` already used by `owner` returns the job made then, or raises
+        `SubmissionConflict` when the two specs differ.
+        """
+        document = spec_document(spec)
+        fingerprint = spec_fingerprint(document)
+        fields = {
+            "type": spec.type,
+            "spec": json.dumps(document, separators=(",", ":")),
+            "specSha256": fingerprint,
+            "owner": owner,
+            "maxRetries": str(spec.max_retries),
+            "submissionId": spec.submission_id or "",
+        }
+        if spec.active_deadline_seconds is not None:
+            fields["activeDeadlineSeconds"] = str(spec.active_deadline_seconds)
+        submission_key = (
+            self.keys.submission(owner, spec.submission_id) if spec.submission_id else ""
+        )
+        created, job_id = await self.scripts(
+            "create",
+            new_job_id(),
+            submission_key,
+            json.dumps(fields),
+            spec.priority,
+            queue_for(spec),
+            self.worker_ttl_ms,
+        )
+        if not created:
+            stored = await self.redis.hget(self.keys.job(job_id), "specSha256")
+            if stored != fingerprint:
+                raise SubmissionConflict(job_id)
+        record = await self.get(job_id)
+        assert record is not None, job_id
+        return record, bool(created)
+
+    async def get(self, job_id: str) -> JobRecord | None:
+        fields = await self.redis.hgetall(self.keys.job(job_id))
+        return JobRecord.from_hash(fields) if fields else None
+
+    async def list_jobs(
+        self,
+        *,
+        states: list[JobState] | None = None,
+        types: list[JobType] | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> tuple[list[JobRecord], str | None]:
+        """Jobs newest first, `limit` at a time; pass the returned cursor for the next page."""
+        indexes = [
+            self.keys.jobs_index(state, job_type)
+            for state in (states or [None])
+            for job_type in (types or [None])
+        ]
+        upper = f"({cursor}" if cursor else "+"
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for index in indexes:
+                pipe.zrevrangebylex(index, upper, "-", start=0, num=limit + 1)
+            pages = await pipe.execute()
+        ids = heapq.nlargest(limit + 1, {i for page in pages for i in page})
+        next_cursor = ids[limit - 1] if len(ids) > limit else None
+        ids = ids[:limit]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for job_id in ids:
+                pipe.hgetall(self.keys.job(job_id))
+            hashes = await pipe.execute()
+        return [JobRecord.from_hash(h) for h in hashes if h], next_cursor
+
+    async def cancel(self, job_id: str, *, requested_by: str) -> JobState | None:
+        """Cancels a waiting job now, or asks a running one's worker to stop it."""
+        state = await self.scripts("cancel", job_id, requested_by)
+        return JobState(state) if state else None
+
+    # Running: what workers do.
+
+    async def claim(self, queue: str, worker_id: str) -> Claim | None:
+        """Takes the first job of `queue` (highest priority, then oldest) under a new lease."""
+        claimed = await self.scripts("claim", queue, worker_id, self.lease_ms)
+        return Claim(claimed[0], int(claimed[1])) if claimed else None
+
+    async def renew(self, claim: Claim) -> str:
+        """Extends the lease; returns RUNNING, CANCELLING, DEADLINE or FENCED."""
+        return await self.scripts("renew", claim.job_id, claim.attempt, self.lease_ms)
+
+    async def write(
+        self,
+        claim: Claim,
+        *,
+        fields: dict[str, str] | None = None,
+        logs: list[tuple[str, str]] | None = None,
+        events: list[tuple[str, str, str]] | None = None,
+    ) -> bool:
+        """Updates fields of the job and appends log lines and events, if `claim` still holds."""
+        payload: dict[str, Any] = {}
+        if fields:
+            payload["set"] = fields
+        if logs:
+            payload["logs"] = logs
+        if events:
+            payload["events"] = events
+        return bool(await self.scripts("write", claim.job_id, claim.attempt, json.dumps(payload)))
+
+    async def finish(
+        self,
+        claim: Claim,
+        outcome: str,
+        *,
+        message: str = "",
+        result: dict[str, Any] | None = None,
+        metrics: dict[str, Any] | None = None,
+        models: list[RegisteredVersion] | None = None,
+    ) -> Finish:
+        """Ends an attempt: succeeded, failed, cancelled, preempted or deadline."""
+        payload: dict[str, Any] = {"message": message}
+        if outcome == "succeeded":
+            payload["result"] = json.dumps(result or {})
+            payload["metrics"] = json.dumps({"values": metrics or {}, "final": True})
+            payload["models"] = [
+                {
+                    "name": m.name,
+                    "family": m.family,
+                    "path": m.path,
+                    "metrics": m.metrics,
+                    "status": m.status,
+                    **({"statusMessage": m.status_message} if m.status_message else {}),
+                }
+                for m in models or []
+            ]
+        state, queue, delay = await self.scripts(
+            "finish",
+            claim.job_id,
+            claim.attempt,
+            outcome,
+            json.dumps(payload),
+            self.backoff_ms,
+            int(1000 * RETRY_BACKOFF_CAP_SECONDS),
+        )
+        return Finish(state, queue or None, float(delay) / 1000)
+
+    async def reap(self, batch: int = 100) -> list[str]:
+        """Requeues jobs whose lease lapsed and failed jobs whose backoff is over.
+
+        Returns one queue name per job that became runnable, to wake a worker for each.
+        """
+        return await self.scripts("reap", batch, self.worker_ttl_ms, *QUEUES)
+
+    async def waiting(self, queue: str) -> int:
+        """Jobs waiting in `queue` (not counting those in retry backoff)."""
+        return await self.redis.zcard(self.keys.queue(queue))
+
+    async def heartbeat(self, worker_id: str, queues: list[str], info: dict[str, str]) -> None:
+        await self.scripts("heartbeat", worker_id, self.worker_ttl_ms, json.dumps(info), *queues)
+
+    async def depart(self, worker_id: str, queues: list[str]) -> None:
+        await self.scripts("depart", worker_id, *queues)
+
+    # Gauges for /metrics, read at scrape time.
+
+    async def counts(self) -> dict[str, Any]:
+        """Jobs by state and type, jobs waiting per queue, live workers per queue."""
+        now_ms = int(time.time() * 1000)
+        pairs = [(s, t) for s in JobState for t in JobType]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for state, job_type in pairs:
+                pipe.zcard(self.keys.jobs_index(state.value, job_type.value))
+            for queue in QUEUES:
+                pipe.zcard(self.keys.queue(queue))
+            for queue in QUEUES:
+                pipe.zcount(self.keys.workers_queue(queue), now_ms - self.worker_ttl_ms, "+inf")
+            values = await pipe.execute()
+        n = len(pairs)
+        return {
+            "jobs": {(s.value, t.value): v for (s, t), v in zip(pairs, values[:n], strict=True)},
+            "waiting": dict(zip(QUEUES, values[n : n + len(QUEUES)], strict=True)),
+            "workers": dict(zip(QUEUES, values[n + len(QUEUES) :], strict=True)),
+        }
+
+
+def connect(settings: Settings) -> Redis:
+    """An asyncio Redis client for `settings.redis_url`, decoding replies to str."""
+    return Redis.from_url(settings.redis_url, decode_responses=True, health_check_interval=30)

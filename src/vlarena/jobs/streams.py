@@ -1,0 +1,74 @@
+"""The log store: each job's log lines and lifecycle events, kept as Redis streams."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Literal
+
+from redis.asyncio import Redis
+
+from vlarena.jobs.keys import RedisKeys
+from vlarena.jobs.records import JobEvent, LogEntry, stream_id_time
+from vlarena.jobs.states import TERMINAL_STATES
+
+StreamKind = Literal["logs", "events"]
+
+
+def _entry(kind: StreamKind, entry_id: str, fields: dict[str, str]) -> LogEntry | JobEvent:
+    common = {
+        "id": entry_id,
+        "time": stream_id_time(entry_id),
+        "level": fields.get("level", "info"),
+        "message": fields.get("message", ""),
+        "attempt": int(fields.get("attempt", 0)),
+    }
+    if kind == "logs":
+        return LogEntry(**common, source=fields.get("source", "job"))
+    return JobEvent(**common, reason=fields.get("reason", ""))
+
+
+class JobStreams:
+    """Reads a job's logs or events, a page at a time or following new entries as they come.
+
+    Entries are written by the store's scripts (lifecycle) and by workers (the job's own lines);
+    they outlive the worker that wrote them.
+    """
+
+    def __init__(self, redis: Redis, keys: RedisKeys) -> None:
+        self.redis = redis
+        self.keys = keys
+
+    def _key(self, kind: StreamKind, job_id: str) -> str:
+        return self.keys.job_logs(job_id) if kind == "logs" else self.keys.job_events(job_id)
+
+    async def read(
+        self, kind: StreamKind, job_id: str, *, after: str | None = None, limit: int = 1000
+    ) -> list[LogEntry | JobEvent]:
+        """Up to `limit` entries after the entry id `after` (from the start when None)."""
+        start = f"({after}" if after else "-"
+        entries = await self.redis.xrange(self._key(kind, job_id), start, "+", count=limit)
+        return [_entry(kind, entry_id, fields) for entry_id, fields in entries]
+
+    async def follow(
+        self, kind: StreamKind, job_id: str, *, after: str | None = None, poll_ms: int = 1000
+    ) -> AsyncIterator[LogEntry | JobEvent]:
+        """Entries after `after`, then new ones as they are written, until the job has ended.
+
+        A job's last lifecycle line is written in the same script that ends it, so once the
+        job's state is final, reading to the end of the stream delivers everything.
+        """
+        key = self._key(kind, job_id)
+        last = after or "0-0"
+        while True:
+            replies = await self.redis.xread({key: last}, count=500, block=poll_ms)
+            for _stream, entries in replies or []:
+                for entry_id, fields in entries:
+                    last = entry_id
+                    yield _entry(kind, entry_id, fields)
+            if replies:
+                continue
+            state = await self.redis.hget(self.keys.job(job_id), "state")
+            if state is None or state in TERMINAL_STATES:
+                for entry_id, fields in await self.redis.xrange(key, f"({last}", "+"):
+                    yield _entry(kind, entry_id, fields)
+                return

@@ -1,0 +1,116 @@
+"""What every model family exposes, so training, evaluation and export never branch on the family."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from vlarena.models.x_encoders import XEncoder
+
+Batch = dict[str, Any]
+
+
+class VLModel(nn.Module):
+    """A vision-language model over an X-encoder.
+
+    "Visual inputs" are what the X-encoder's consumers take: cached features (B, T, C) when
+    the X-encoder is frozen (computed once per dataset), pixels (B, 3, H, W) when it trains.
+    """
+
+    family: ClassVar[str]
+    x_encoder: XEncoder
+    cfg: Any
+
+    def forward(self, batch: Batch) -> tuple[Tensor, dict[str, float]]:
+        """The training loss: `forward` is what DistributedDataParallel wraps."""
+        return self.loss(batch)
+
+    # --- the shared verbs -------------------------------------------------------------
+    def encode_image(self, images: Tensor) -> Tensor:
+        """Pixels (B, 3, H, W) in [-1, 1] → the visual inputs the other verbs take."""
+        return self.x_encoder(images) if self.x_encoder.frozen else images
+
+    def make_batch(
+        self, visual: Tensor, texts: Sequence[str], queries: Sequence[str | None] | None = None
+    ) -> Batch:
+        """A training batch: visual inputs with their target texts and optional queries."""
+        raise NotImplementedError
+
+    def loss(self, batch: Batch) -> tuple[Tensor, dict[str, float]]:
+        """The training loss of a batch and scalar statistics to log beside it."""
+        raise NotImplementedError
+
+    def score_candidates(
+        self,
+        visual: Tensor,
+        candidates: Sequence[str] | Sequence[Sequence[str]],
+        queries: Sequence[str | None] | None = None,
+    ) -> Tensor:
+        """Scores (B, C) of candidate texts for each image; higher is better.
+
+        `candidates` is one list shared by every image, or one list per image (equal lengths).
+        """
+        raise NotImplementedError
+
+    def generate(
+        self,
+        visual: Tensor,
+        queries: Sequence[str | None] | None = None,
+        *,
+        max_len: int = 32,
+        beam_size: int = 1,
+    ) -> list[str]:
+        """Text for each image (a caption, or the answer to its query)."""
+        raise NotImplementedError
+
+    def decode_targets(self, texts: Sequence[str]) -> list[str] | None:
+        """Text recovered from the model's own representation of the true `texts`, where the
+        model has an intermediate one (VL-JEPA's embeddings): the ceiling of its decoder."""
+        return None
+
+    def prepare_texts(self, texts: Sequence[str]) -> None:
+        """Precomputes what the model needs of the texts it will read (cached target
+        embeddings), so that training steps measure only training."""
+
+    def train_auxiliary(
+        self, texts: Sequence[str], seed: int, on_event: Callable[[dict[str, Any]], None]
+    ) -> dict[str, float]:
+        """Trains parts learned after the main loop (VL-JEPA's Y-decoder); returns statistics."""
+        return {}
+
+    # --- bookkeeping ----------------------------------------------------------------------
+    def frozen_pretrained_prefixes(self) -> list[str]:
+        """State-dict prefixes of frozen pretrained parts: rebuilt from their packages on load,
+        so checkpoints stay small."""
+        return ["x_encoder."] if self.x_encoder.frozen else []
+
+    def trainable_state_dict(self) -> dict[str, Tensor]:
+        skip = tuple(self.frozen_pretrained_prefixes())
+        return {k: v for k, v in self.state_dict().items() if not k.startswith(skip)}
+
+    def count_parameters(self, trainable_only: bool = True) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
+
+    def lr_multipliers(self) -> dict[str, float]:
+        """Per-module learning-rate multipliers by parameter-name prefix (default: none)."""
+        return {}
+
+    def extra_state(self) -> dict[str, Any]:
+        """What a checkpoint needs beyond parameters to rebuild the model (vocabularies...)."""
+        return {}
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "family": self.family,
+            "config": asdict(self.cfg),
+            "trainable_parameters": self.count_parameters(True),
+            "total_parameters": self.count_parameters(False),
+        }
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device

@@ -1,0 +1,250 @@
+"""An autoregressive text decoder over a memory of vectors: the token VLM's language model
+and VL-JEPA's Y-decoder. Teacher forcing, candidate scoring, greedy and beam decoding."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from vlarena.data.tokenizer import Vocabulary
+from vlarena.nn import KVCache, LearnedPositionalEncoding, TransformerDecoder, init_weights
+
+IGNORE = -100
+
+
+class TextDecoder(nn.Module):
+    """Self-attends causally over text and cross-attends to a memory (B, M, d).
+
+    A sequence is `[CLS] text [SEP]`, or `[CLS] query [SEP] text [SEP]` when a query
+    conditions it; the loss covers only what follows the query.
+    """
+
+    def __init__(
+        self,
+        vocab: Vocabulary,
+        d_model: int,
+        n_layers: int,
+        n_heads: int,
+        d_ff: int,
+        dropout: float = 0.0,
+        max_len: int = 64,
+    ) -> None:
+        super().__init__()
+        self.vocab = vocab
+        self.n_layers = n_layers
+        self.max_len = max_len
+        self.tok_emb = nn.Embedding(len(vocab), d_model)
+        self.pos = LearnedPositionalEncoding(d_model, max_len + 1)
+        self.drop = nn.Dropout(dropout)
+        self.decoder = TransformerDecoder(n_layers, d_model, n_heads, d_ff, dropout)
+        self.lm_head = nn.Linear(d_model, len(vocab))
+        self.apply(init_weights)
+        self._ids: dict[str, list[int]] = {}
+
+    # --- token sequences -----------------------------------------------------------------------
+    def _encode(self, text: str) -> list[int]:
+        ids = self._ids.get(text)
+        if ids is None:
+            ids = self._ids[text] = self.vocab.encode(text, bos=False, eos=False)
+        return ids
+
+    def prefix(self, query: str | None) -> list[int]:
+        """[CLS], then the query and [SEP] when there is one: what decoding starts from."""
+        v = self.vocab
+        return [v.bos_id] + ([*self._encode(query), v.eos_id] if query else [])
+
+    def sequences(
+        self,
+        texts: Sequence[str],
+        queries: Sequence[str | None] | None = None,
+        device: torch.device | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        """Teacher-forcing inputs (B, T) and labels (B, T), IGNORE where nothing is predicted."""
+        queries = queries or [None] * len(texts)
+        seqs, prefix_lens = [], []
+        for text, query in zip(texts, queries, strict=True):
+            prefix = self.prefix(query)
+            seqs.append((prefix + self._encode(text) + [self.vocab.eos_id])[: self.max_len + 1])
+            prefix_lens.append(len(prefix))
+        ids = torch.full((len(seqs), max(map(len, seqs))), self.vocab.pad_id, dtype=torch.long)
+        for i, s in enumerate(seqs):
+            ids[i, : len(s)] = torch.tensor(s)
+        labels = ids[:, 1:].clone()
+        labels[labels == self.vocab.pad_id] = IGNORE
+        for i, n in enumerate(prefix_lens):
+            labels[i, : n - 1] = IGNORE  # the query is given, not predicted
+        return ids[:, :-1].to(device), labels.to(device)
+
+    # --- forward ---------------------------------------------------------------------------------
+    def forward(
+        self,
+        inputs: Tensor,
+        memory: Tensor,
+        *,
+        cache: KVCache | None = None,
+        need_weights: bool = False,
+    ) -> tuple[Tensor, list[Tensor] | None]:
+        """Next-token logits (B, T, V) for `inputs` (B, T); with a cache, only the new tokens."""
+        offset = cache.length if cache is not None else 0
+        x = self.drop(self.pos(self.tok_emb(inputs), offset=offset))
+        pad = None if cache is not None else inputs == self.vocab.pad_id
+        h, weights = self.decoder(
+            x, memory, self_padding_mask=pad, cache=cache, need_weights=need_weights
+        )
+        return self.lm_head(h), weights
+
+    def token_logprobs(
+        self, inputs: Tensor, labels: Tensor, memory: Tensor, smoothing: float = 0.0
+    ) -> Tensor:
+        """Mean log-likelihood of each sequence's predicted tokens (B,)."""
+        logits, _ = self(inputs, memory)
+        nll = F.cross_entropy(
+            logits.transpose(1, 2),
+            labels,
+            ignore_index=IGNORE,
+            reduction="none",
+            label_smoothing=smoothing,
+        )  # (B, T), zero where ignored
+        mask = labels != IGNORE
+        return -(nll * mask).sum(1) / mask.sum(1).clamp(min=1)
+
+    def loss(
+        self, inputs: Tensor, labels: Tensor, memory: Tensor, smoothing: float = 0.0
+    ) -> Tensor:
+        # Each sequence weighs the same whatever its length, so a batch split across
+        # data-parallel ranks averages to the same loss as the whole batch.
+        return -self.token_logprobs(inputs, labels, memory, smoothing).mean()
+
+    @torch.no_grad()
+    def score(
+        self,
+        memory: Tensor,
+        candidates: Sequence[str] | Sequence[Sequence[str]],
+        queries: Sequence[str | None] | None = None,
+        chunk: int = 1024,
+    ) -> Tensor:
+        """Mean token log-likelihood (B, C) of each candidate given each memory (and query)."""
+        b = memory.shape[0]
+        per_row = [list(candidates)] * b if isinstance(candidates[0], str) else candidates
+        queries = queries or [None] * b
+        pairs = [(i, c, queries[i]) for i in range(b) for c in per_row[i]]
+        scores = torch.empty(len(pairs), device=memory.device)
+        for start in range(0, len(pairs), chunk):
+            part = pairs[start : start + chunk]
+            inputs, labels = self.sequences(
+                [c for _, c, _ in part], [q for _, _, q in part], memory.device
+            )
+            mem = memory[torch.tensor([i for i, _, _ in part], device=memory.device)]
+            scores[start : start + len(part)] = self.token_logprobs(inputs, labels, mem)
+        return scores.view(b, len(per_row[0]))
+
+    # --- decoding ----------------------------------------------------------------------------
+    @torch.no_grad()
+    def generate(
+        self,
+        memory: Tensor,
+        queries: Sequence[str | None] | None = None,
+        *,
+        max_len: int = 32,
+        beam_size: int = 1,
+        return_attention: bool = False,
+    ) -> tuple[list[str], list[Tensor] | None]:
+        """Texts for each memory, greedy or by beam search, with the KV cache.
+
+        With `return_attention` (greedy only): per row, the cross-attention of every generated
+        token to the memory, averaged over heads and layers (T, M).
+        """
+        if return_attention and beam_size != 1:
+            raise ValueError("attention maps come with greedy decoding (beam_size=1)")
+        b = memory.shape[0]
+        prefixes = [self.prefix(q) for q in (queries or [None] * b)]
+        tokens: list[list[int]] = [[] for _ in range(b)]
+        attn: list[Tensor] = [memory.new_empty(0)] * b
+        # Decode prompts of equal length together: positions then match those seen in training.
+        for length in sorted({len(p) for p in prefixes}):
+            rows = [i for i, p in enumerate(prefixes) if len(p) == length]
+            idx = torch.tensor(rows, device=memory.device)
+            group = [prefixes[i] for i in rows]
+            if beam_size == 1:
+                out, maps = self._greedy(memory[idx], group, max_len, return_attention)
+            else:
+                out, maps = self._beam(memory[idx], group, max_len, beam_size), None
+            for j, i in enumerate(rows):
+                tokens[i] = out[j]
+                if maps is not None:
+                    attn[i] = maps[j]
+        texts = [self.vocab.decode(t) for t in tokens]
+        return texts, (attn if return_attention else None)
+
+    def _prefill(
+        self, memory: Tensor, prefixes: list[list[int]], need_weights: bool = False
+    ) -> tuple[KVCache, Tensor, list[Tensor] | None]:
+        """Runs prefixes of equal length through a fresh cache; returns the cache, the last
+        logits (B, V) and, when asked, the cross-attention weights of the last position."""
+        cache = KVCache(self.n_layers)
+        ids = torch.tensor(prefixes, device=memory.device)
+        logits, weights = self(ids, memory, cache=cache, need_weights=need_weights)
+        if weights is not None:
+            weights = [w[:, :, -1:] for w in weights]
+        return cache, logits[:, -1], weights
+
+    def _greedy(
+        self, memory: Tensor, prefixes: list[list[int]], max_len: int, need_weights: bool
+    ) -> tuple[list[list[int]], list[Tensor] | None]:
+        b, eos = memory.shape[0], self.vocab.eos_id
+        max_len = min(max_len, self.max_len + 1 - len(prefixes[0]))
+        cache, logits, weights = self._prefill(memory, prefixes, need_weights)
+        out: list[Tensor] = []
+        maps: list[Tensor] = []  # per generated token (B, M): attention of the step that chose it
+        done = torch.zeros(b, dtype=torch.bool, device=memory.device)
+        for step in range(max_len):
+            nxt = logits.argmax(-1).masked_fill(done, eos)
+            out.append(nxt)
+            if need_weights:
+                maps.append(torch.stack(weights).mean((0, 2))[:, 0])  # layers, heads → (B, M)
+            done |= nxt == eos
+            if done.all() or step == max_len - 1:
+                break
+            logits, weights = self(nxt[:, None], memory, cache=cache, need_weights=need_weights)
+            logits = logits[:, -1]
+        rows = [row.tolist() for row in torch.stack(out, 1)]
+        if not need_weights:
+            return rows, None
+        attn = torch.stack(maps, 1)  # (B, T, M)
+        lengths = [row.index(eos) if eos in row else len(row) for row in rows]
+        return rows, [attn[i, :n] for i, n in enumerate(lengths)]
+
+    def _beam(
+        self, memory: Tensor, prefixes: list[list[int]], max_len: int, k: int
+    ) -> list[list[int]]:
+        b, eos = memory.shape[0], self.vocab.eos_id
+        max_len = min(max_len, self.max_len + 1 - len(prefixes[0]))
+        memory = memory.repeat_interleave(k, 0)  # (B*k, M, d)
+        cache, logits, _ = self._prefill(memory, [p for p in prefixes for _ in range(k)])
+        scores = torch.zeros(b, k, device=memory.device)
+        scores[:, 1:] = float("-inf")  # the k beams start identical: keep one alive at first
+        seqs = torch.zeros(b * k, 0, dtype=torch.long, device=memory.device)
+        done = torch.zeros(b * k, dtype=torch.bool, device=memory.device)
+        lengths = torch.zeros(b * k, device=memory.device)
+        offsets = torch.arange(b, device=memory.device)[:, None] * k
+        for step in range(max_len):
+            logp = logits.float().log_softmax(-1)  # (B*k, V)
+            logp[done] = float("-inf")  # a finished beam only extends with EOS, at no cost
+            logp[done, eos] = 0.0
+            vocab = logp.shape[1]
+            scores, flat = (scores.view(-1, 1) + logp).view(b, -1).topk(k, dim=1)
+            beam = (flat // vocab + offsets).view(-1)
+            tok = (flat % vocab).view(-1)
+            cache.reorder(beam)
+            seqs = torch.cat([seqs[beam], tok[:, None]], 1)
+            lengths = lengths[beam] + (~done[beam]).float()
+            done = done[beam] | (tok == eos)
+            if done.all() or step == max_len - 1:
+                break
+            logits, _ = self(tok[:, None], memory, cache=cache)
+            logits = logits[:, -1]
+        best = (scores.view(-1) / lengths.clamp(min=1)).view(b, k).argmax(1) + offsets[:, 0]
+        return [seqs[i].tolist() for i in best]

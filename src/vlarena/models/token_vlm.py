@@ -1,0 +1,117 @@
+"""The token-prediction VLM: X-encoder → projector → Transformer decoder generating text tokens."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from vlarena.data.tokenizer import Vocabulary
+from vlarena.models.base import Batch, VLModel
+from vlarena.models.text_decoder import TextDecoder
+from vlarena.models.x_encoders import XEncoder, XEncoderConfig, build_x_encoder
+from vlarena.nn import LearnedPositionalEncoding, init_weights
+
+
+@dataclass
+class TokenVLMConfig:
+    x_encoder: XEncoderConfig = field(default_factory=XEncoderConfig)
+    d_model: int = 256
+    n_layers: int = 2
+    n_heads: int = 4
+    d_ff: int = 1024
+    dropout: float = 0.1
+    # "captions": only the WordPiece ids the training texts use; "full": all 30,522. The full
+    # vocabulary's embedding and output layers dominate a small model's size and cost.
+    vocabulary: str = "captions"
+    max_text_len: int = 64
+    label_smoothing: float = 0.0
+
+
+class Projector(nn.Module):
+    """X-encoder tokens (B, T, C) → model width (B, T, d), with a position per visual token."""
+
+    def __init__(self, in_dim: int, d_model: int, num_tokens: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(in_dim)
+        self.fc1 = nn.Linear(in_dim, d_model)
+        self.fc2 = nn.Linear(d_model, d_model)
+        self.pos = LearnedPositionalEncoding(d_model, num_tokens)
+        self.apply(init_weights)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.pos(self.fc2(F.gelu(self.fc1(self.norm(x)))))  # (B, T, d)
+
+
+class TokenVLM(VLModel):
+    """Encoder–decoder: the decoder self-attends causally over text tokens and cross-attends
+    to the projected visual tokens; trained with cross-entropy on the next token."""
+
+    family = "token-vlm"
+
+    def __init__(self, cfg: TokenVLMConfig, vocab: Vocabulary, x_encoder: XEncoder | None = None):
+        super().__init__()
+        self.cfg = cfg
+        self.x_encoder = x_encoder or build_x_encoder(cfg.x_encoder)
+        self.projector = Projector(self.x_encoder.out_dim, cfg.d_model, self.x_encoder.num_tokens)
+        self.text = TextDecoder(
+            vocab, cfg.d_model, cfg.n_layers, cfg.n_heads, cfg.d_ff, cfg.dropout, cfg.max_text_len
+        )
+
+    @property
+    def vocab(self) -> Vocabulary:
+        return self.text.vocab
+
+    def memory(self, visual: Tensor) -> Tensor:
+        """Projected visual tokens (B, Nv, d) that the decoder cross-attends to."""
+        feats = visual if self.x_encoder.frozen else self.x_encoder(visual)
+        return self.projector(feats)
+
+    def make_batch(
+        self, visual: Tensor, texts: Sequence[str], queries: Sequence[str | None] | None = None
+    ) -> Batch:
+        inputs, labels = self.text.sequences(texts, queries, visual.device)
+        return {"visual": visual, "inputs": inputs, "labels": labels}
+
+    def loss(self, batch: Batch) -> tuple[Tensor, dict[str, float]]:
+        memory = self.memory(batch["visual"])
+        return self.text.loss(
+            batch["inputs"], batch["labels"], memory, self.cfg.label_smoothing
+        ), {}
+
+    @torch.no_grad()
+    def score_candidates(
+        self,
+        visual: Tensor,
+        candidates: Sequence[str] | Sequence[Sequence[str]],
+        queries: Sequence[str | None] | None = None,
+    ) -> Tensor:
+        """Mean token log-likelihood of each candidate (the paper's zero-shot protocol)."""
+        return self.text.score(self.memory(visual), candidates, queries)
+
+    @torch.no_grad()
+    def generate(
+        self,
+        visual: Tensor,
+        queries: Sequence[str | None] | None = None,
+        *,
+        max_len: int = 32,
+        beam_size: int = 1,
+        return_attention: bool = False,
+    ) -> list[str] | tuple[list[str], list[Tensor]]:
+        """Greedy or beam decoding; with `return_attention`, also each generated token's
+        cross-attention over the visual tokens (T, Nv) per image."""
+        texts, attn = self.text.generate(
+            self.memory(visual),
+            queries,
+            max_len=max_len,
+            beam_size=beam_size,
+            return_attention=return_attention,
+        )
+        return (texts, attn) if return_attention else texts
+
+    def extra_state(self) -> dict:
+        return {"vocab": self.vocab.to_dict()}

@@ -1,0 +1,288 @@
+"""The one training loop for every model family: AdamW groups, warmup + cosine, clipping,
+checkpoint/resume, progress events, evaluation points, DDP."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from vlarena.models.base import VLModel
+from vlarena.training.distributed import DistContext
+from vlarena.training.examples import ExampleSource, gather_visual
+from vlarena.training.optim import lr_factor, make_optimizer, set_lr
+
+Event = dict[str, Any]
+CHECKPOINT = "checkpoint.pt"
+
+
+class StopRequested(Exception):
+    """Training stopped at a step boundary on request, after writing a checkpoint."""
+
+
+@dataclass
+class TrainConfig:
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_steps: int = 200
+    min_lr_ratio: float = 0.1
+    grad_clip: float = 1.0
+    seed: int = 0
+    budget_samples: int | None = None
+    budget_steps: int | None = None
+    vqa_fraction: float = 0.25
+    eval_every_samples: int | None = None
+    checkpoint_every_steps: int = 100
+    log_every_steps: int = 10
+
+    def __post_init__(self) -> None:
+        if (self.budget_samples is None) == (self.budget_steps is None):
+            raise ValueError("give exactly one budget: samples or steps")
+        budget = self.budget_samples if self.budget_samples is not None else self.budget_steps
+        if budget <= 0 or self.batch_size <= 0:
+            raise ValueError("budget and batch size must be positive")
+
+    @property
+    def total_samples(self) -> int:
+        if self.budget_samples is not None:
+            return self.budget_samples
+        return self.budget_steps * self.batch_size
+
+    @property
+    def total_steps(self) -> int:
+        return math.ceil(self.total_samples / self.batch_size)
+
+    def batch_size_at(self, step: int) -> int:
+        """The last step may be short, so that exactly `total_samples` are seen."""
+        return min(self.batch_size, self.total_samples - step * self.batch_size)
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    samples_seen: int
+    final_loss: float
+    samples_per_second: float
+    train_seconds: float
+    curve: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _atomic_torch_save(obj: Any, path: Path) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+class Trainer:
+    """Trains `model` on the examples of `source` whose visual inputs are `visual` (N, ...).
+
+    `on_event` receives progress, metrics and checkpoint events; `should_stop` is polled
+    between steps (True: checkpoint and raise StopRequested); `evaluate` computes the metrics
+    of an evaluation point. With `workdir`, an existing checkpoint there is resumed.
+    """
+
+    def __init__(
+        self,
+        model: VLModel,
+        visual: torch.Tensor,
+        source: ExampleSource,
+        cfg: TrainConfig,
+        *,
+        workdir: Path | None = None,
+        on_event: Callable[[Event], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+        evaluate: Callable[[VLModel], dict[str, float]] | None = None,
+        dist: DistContext | None = None,
+        device: torch.device | None = None,
+    ) -> None:
+        self.model, self.visual, self.source, self.cfg = model, visual, source, cfg
+        self.workdir = workdir
+        self.on_event = on_event or (lambda _e: None)
+        self.should_stop = should_stop or (lambda: False)
+        self.evaluate = evaluate
+        self.dist = dist or DistContext()
+        self.device = device or torch.device("cpu")
+        self.model.to(self.device)
+        self.optimizer = make_optimizer(
+            model, cfg.learning_rate, cfg.weight_decay, model.lr_multipliers()
+        )
+        self.step = 0
+        self.curve: list[dict[str, Any]] = []
+        self.train_seconds = 0.0
+        self.last_loss = float("nan")
+        self._ddp = (
+            DistributedDataParallel(
+                model, device_ids=[self.device.index] if self.device.type == "cuda" else None
+            )
+            if self.dist.enabled
+            else None
+        )
+
+    # --- checkpoints -------------------------------------------------------------------------
+    @property
+    def checkpoint_path(self) -> Path | None:
+        return self.workdir / CHECKPOINT if self.workdir else None
+
+    def save_checkpoint(self) -> None:
+        if self.checkpoint_path is None or not self.dist.is_main:
+            return
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        _atomic_torch_save(
+            {
+                "step": self.step,
+                "samples_seen": self.samples_seen,
+                "model": self.model.trainable_state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+                "curve": self.curve,
+                "train_seconds": self.train_seconds,
+                "last_loss": self.last_loss,
+                "train_config": dataclasses.asdict(self.cfg),
+            },
+            self.checkpoint_path,
+        )
+        self.on_event(
+            {
+                "type": "checkpoint",
+                "step": self.step,
+                "samplesSeen": self.samples_seen,
+                "path": str(self.checkpoint_path),
+            }
+        )
+
+    def try_resume(self) -> bool:
+        path = self.checkpoint_path
+        if path is None or not path.exists():
+            return False
+        blob = torch.load(path, map_location=self.device, weights_only=False)
+        self.model.load_state_dict(blob["model"], strict=False)
+        self.optimizer.load_state_dict(blob["optimizer"])
+        torch.set_rng_state(blob["rng"])
+        if blob["cuda_rng"] is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(blob["cuda_rng"])
+        self.step = blob["step"]
+        self.curve = blob["curve"]
+        self.train_seconds = blob["train_seconds"]
+        self.last_loss = blob["last_loss"]
+        self.on_event(
+            {
+                "type": "log",
+                "level": "info",
+                "message": f"resumed from checkpoint at step {self.step} ({self.samples_seen} samples seen)",
+            }
+        )
+        return True
+
+    # --- the loop --------------------------------------------------------------------------
+    @property
+    def samples_seen(self) -> int:
+        return min(self.step * self.cfg.batch_size, self.cfg.total_samples)
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def train_step(self) -> float:
+        cfg = self.cfg
+        size = cfg.batch_size_at(self.step)
+        examples = self.source.batch(cfg.seed, self.step, cfg.batch_size, size)
+        local = examples[self.dist.rank :: self.dist.world_size]
+        visual = gather_visual(self.visual, local).to(self.device, non_blocking=True)
+        batch = self.model.make_batch(visual, [e.text for e in local], [e.query for e in local])
+        set_lr(
+            self.optimizer,
+            lr_factor(self.step, cfg.total_steps, cfg.warmup_steps, cfg.min_lr_ratio),
+        )
+        with self._autocast():
+            loss, _ = self._ddp(batch) if self._ddp else self.model(batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        self.optimizer.step()
+        self.step += 1
+        return float(loss.detach())
+
+    def _evaluation_due(self, before: int) -> bool:
+        every = self.cfg.eval_every_samples
+        if not every or self.evaluate is None:
+            return False
+        return (
+            self.samples_seen // every > before // every
+            or self.samples_seen == self.cfg.total_samples
+        )
+
+    def _run_evaluation(self) -> None:
+        self.model.eval()
+        metrics = self.evaluate(self.model)
+        self.model.train()
+        point = {
+            "samplesSeen": self.samples_seen,
+            "step": self.step,
+            "loss": self.last_loss,
+            **metrics,
+        }
+        self.curve.append(point)
+        self.on_event({"type": "metrics", "samplesSeen": self.samples_seen, "metrics": point})
+
+    def fit(self) -> TrainResult:
+        cfg = self.cfg
+        if not self.try_resume():
+            torch.manual_seed(cfg.seed)
+        self.model.train()
+        ema_rate = None
+        while self.step < cfg.total_steps:
+            if self.should_stop():
+                self.save_checkpoint()
+                raise StopRequested(f"stopped at step {self.step}")
+            before = self.samples_seen
+            started = time.perf_counter()
+            self.last_loss = self.train_step()
+            elapsed = time.perf_counter() - started
+            self.train_seconds += elapsed
+            rate = (self.samples_seen - before) / max(elapsed, 1e-9)
+            ema_rate = rate if ema_rate is None else 0.9 * ema_rate + 0.1 * rate
+            if not math.isfinite(self.last_loss):
+                raise FloatingPointError(f"loss became {self.last_loss} at step {self.step}")
+            done = self.step == cfg.total_steps
+            if self.dist.is_main and (self.step % cfg.log_every_steps == 0 or done):
+                remaining = cfg.total_samples - self.samples_seen
+                self.on_event(
+                    {
+                        "type": "progress",
+                        "step": self.step,
+                        "totalSteps": cfg.total_steps,
+                        "samplesSeen": self.samples_seen,
+                        "totalSamples": cfg.total_samples,
+                        "percent": round(100.0 * self.samples_seen / cfg.total_samples, 2),
+                        "loss": self.last_loss,
+                        "samplesPerSecond": round(ema_rate, 2),
+                        "etaSeconds": round(remaining / ema_rate, 1) if ema_rate else None,
+                        "learningRate": self.optimizer.param_groups[0]["lr"],
+                    }
+                )
+            if self._evaluation_due(before) and self.dist.is_main:
+                self._run_evaluation()
+            if self.step % cfg.checkpoint_every_steps == 0 or done:
+                self.save_checkpoint()
+        self.model.eval()
+        return TrainResult(
+            steps=self.step,
+            samples_seen=self.samples_seen,
+            final_loss=self.last_loss,
+            samples_per_second=self.samples_seen / max(self.train_seconds, 1e-9),
+            train_seconds=self.train_seconds,
+            curve=self.curve,
+        )

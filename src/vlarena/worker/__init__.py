@@ -1,0 +1,1 @@
+"""The worker: a Celery consumer that runs jobs through the ML core under a lease."""

@@ -1,0 +1,348 @@
+"""One attempt of one job on this worker: its run directory, its lease, its events, its outcome."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from vlarena.jobs.store import Claim, RegisteredVersion
+from vlarena.worker import metrics
+
+if TYPE_CHECKING:
+    from vlarena.worker.runtime import WorkerRuntime
+
+log = logging.getLogger(__name__)
+
+Runner = Callable[..., dict[str, Any]]
+# A progress line goes to the job's log at most this often (the job record always has the last).
+PROGRESS_LOG_SECONDS = 5.0
+# How often a running job's lease is renewed and its cancel/deadline state read.
+LEASE_CHECK_SECONDS = 1.0
+
+
+def _run_ml_core(
+    spec: dict[str, Any],
+    workdir: Path,
+    *,
+    on_event: Callable[[dict[str, Any]], None],
+    should_stop: Callable[[], bool],
+) -> dict[str, Any]:
+    from vlarena.training.jobs import execute_job  # torch: imported by workers only
+
+    return execute_job(spec, workdir, on_event=on_event, should_stop=should_stop)
+
+
+# What runs each job type. Every runner takes (spec, workdir, *, on_event, should_stop),
+# resumes from what a previous attempt left in `workdir`, and returns
+# {"metrics", "artifacts", "models"}.
+JOB_RUNNERS: dict[str, Runner] = {
+    "train": _run_ml_core,
+    "evaluate": _run_ml_core,
+    "compare": _run_ml_core,
+}
+
+
+def attempt_dir(job_dir: Path, attempt: int) -> Path:
+    """The run directory of one attempt: `<artifact dir>/jobs/<id>/attempt-<n>`.
+
+    A new attempt starts from a copy of the newest earlier one, so it resumes from that
+    attempt's last checkpoint while a stale worker of an earlier attempt, should one still be
+    alive, can only ever write into its own directory.
+    """
+    workdir = job_dir / f"attempt-{attempt}"
+    if workdir.exists():
+        return workdir
+    earlier = sorted(
+        (int(m.group(1)), p)
+        for p in job_dir.glob("attempt-*")
+        if (m := re.fullmatch(r"attempt-(\d+)", p.name)) and int(m.group(1)) < attempt
+    )
+    if earlier:
+        staging = job_dir / f".attempt-{attempt}.copying"
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.copytree(earlier[-1][1], staging, symlinks=True)
+        staging.rename(workdir)
+    else:
+        workdir.mkdir(parents=True)
+    return workdir
+
+
+def prune_attempt_dirs(job_dir: Path, keep: Path) -> None:
+    """Removes the run directories of earlier attempts once the job has succeeded."""
+    for path in job_dir.glob("attempt-*"):
+        if path != keep:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def registry_name(name: str) -> str:
+    """A model name fit for the registry: lower case letters, digits, `.`, `_` and `-`."""
+    cleaned = re.sub(r"[^a-z0-9._-]+", "-", name.lower()).strip("-._")
+    return cleaned[:128] or "model"
+
+
+class JobProgress:
+    """Turns the ML core's per-run progress into progress of the whole job.
+
+    A compare job trains one run per (family, seed) in order; its progress counts the samples of
+    every run.
+    """
+
+    def __init__(self, spec: dict[str, Any], families: list[str]) -> None:
+        seeds = int(spec.get("seeds", 1)) if spec.get("type") == "compare" else 1
+        base_seed = int((spec.get("hyperparameters") or {}).get("seed", 0))
+        self.runs = [(f, base_seed + k) for f in families for k in range(seeds)]
+        self.samples_per_run = 0
+        self.samples_seen = 0
+
+    def overall_samples(self, event: dict[str, Any]) -> int:
+        """Samples of the whole job at an event of one run."""
+        if event.get("totalSamples"):
+            self.samples_per_run = int(event["totalSamples"])
+        key = (event.get("family"), event.get("seed"))
+        index = self.runs.index(key) if key in self.runs else 0
+        return index * self.samples_per_run + int(event.get("samplesSeen") or 0)
+
+    def of(self, event: dict[str, Any]) -> dict[str, Any]:
+        """Job-level step, samples, percent and ETA for one progress event."""
+        seen = self.overall_samples(event)
+        total = max(len(self.runs), 1) * self.samples_per_run
+        rate = event.get("samplesPerSecond")
+        self.samples_seen = seen
+        return {
+            "step": event.get("step"),
+            "samplesSeen": seen,
+            "totalSamples": total or None,
+            "percent": round(100.0 * seen / total, 2) if total else event.get("percent"),
+            "etaSeconds": round((total - seen) / rate, 1) if rate and total else None,
+            "samplesPerSecond": rate,
+            "loss": event.get("loss"),
+            **({"run": f"{event['family']} seed {event['seed']}"} if "family" in event else {}),
+        }
+
+
+def _compare_families(spec: dict[str, Any]) -> list[str]:
+    if spec.get("families"):
+        return list(spec["families"])
+    from vlarena.models.registry import family_names  # what the ML core defaults to
+
+    return family_names()
+
+
+def progress_line(progress: dict[str, Any]) -> str:
+    parts = []
+    if progress.get("run"):
+        parts.append(str(progress["run"]))
+    if progress.get("step") is not None:
+        parts.append(f"step {progress['step']}")
+    if progress.get("totalSamples"):
+        parts.append(
+            f"{progress['samplesSeen']:,}/{progress['totalSamples']:,} samples "
+            f"({progress['percent']:.1f}%)"
+        )
+    if progress.get("loss") is not None:
+        parts.append(f"loss {progress['loss']:.3f}")
+    if progress.get("samplesPerSecond"):
+        parts.append(f"{progress['samplesPerSecond']:,.0f} samples/s")
+    if progress.get("etaSeconds") is not None:
+        parts.append(f"ETA {progress['etaSeconds']:,.0f} s")
+    return " · ".join(parts)
+
+
+class JobExecution:
+    """Runs one claimed attempt to its end and records the outcome, unless fenced off."""
+
+    def __init__(self, runtime: WorkerRuntime, claim: Claim) -> None:
+        self.runtime = runtime
+        self.claim = claim
+        self.stop_reason: str | None = None
+        self._done = threading.Event()
+        self._last_progress_log = 0.0
+        self._progress: JobProgress | None = None
+        self._job_type = "train"
+        self.workdir = Path()
+
+    # Helpers running store calls on the runtime's loop.
+
+    def _write(self, **kwargs: Any) -> None:
+        try:
+            held = self.runtime.call(self.runtime.store.write(self.claim, **kwargs))
+        except Exception:
+            log.warning("could not record an event of %s", self.claim.job_id, exc_info=True)
+            return
+        if not held:
+            self._stop("fenced")
+
+    def _stop(self, reason: str) -> None:
+        if self.stop_reason is None:
+            log.info("stopping %s: %s", self.claim.job_id, reason)
+            self.stop_reason = reason
+
+    def should_stop(self) -> bool:
+        return self.stop_reason is not None or self.runtime.shutdown.is_set()
+
+    # The lease.
+
+    def _keep_lease(self) -> None:
+        lease_seconds = self.runtime.settings.lease_seconds
+        last_renewed = time.monotonic()
+        while not self._done.wait(min(LEASE_CHECK_SECONDS, self.runtime.settings.heartbeat_seconds)):
+            try:
+                answer = self.runtime.call(self.runtime.store.renew(self.claim), timeout=5)
+            except Exception:
+                log.warning("lease renewal of %s failed", self.claim.job_id, exc_info=True)
+                if time.monotonic() - last_renewed > lease_seconds:
+                    self._stop("fenced")
+                continue
+            last_renewed = time.monotonic()
+            if answer == "CANCELLING":
+                self._stop("cancel")
+            elif answer == "DEADLINE":
+                self._stop("deadline")
+            elif answer == "FENCED":
+                self._stop("fenced")
+
+    # Events from the ML core.
+
+    def on_event(self, event: dict[str, Any]) -> None:
+        kind = event.get("type")
+        prefix = f"[{event['family']} seed {event['seed']}] " if "family" in event else ""
+        now_ms = int(time.time() * 1000)
+        attempt = self.claim.attempt
+        if kind == "progress" and self._progress is not None:
+            before = self._progress.samples_seen
+            progress = self._progress.of(event) | {"attempt": attempt, "updatedAt": now_ms}
+            if progress["samplesSeen"] > before:
+                metrics.SAMPLES.labels(self._job_type).inc(progress["samplesSeen"] - before)
+            logs = []
+            due = time.monotonic() - self._last_progress_log >= PROGRESS_LOG_SECONDS
+            if due or progress.get("percent") == 100.0:
+                self._last_progress_log = time.monotonic()
+                logs.append(("info", progress_line(progress)))
+            self._write(fields={"progress": json.dumps(progress)}, logs=logs)
+        elif kind == "metrics":
+            values = event.get("metrics") or {}
+            record = {"samplesSeen": event.get("samplesSeen"), "values": values}
+            shown = ", ".join(
+                f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                for k, v in list(values.items())[:8]
+            )
+            line = f"{prefix}metrics at {event.get('samplesSeen')} samples: {shown}"
+            self._write(
+                fields={"metrics": json.dumps(record | {"updatedAt": now_ms})},
+                logs=[("info", line)],
+            )
+        elif kind == "checkpoint":
+            samples = event.get("samplesSeen")
+            if self._progress is not None and samples is not None:
+                samples = self._progress.overall_samples(event)
+            path = str(event.get("path", ""))
+            workdir = str(self.workdir)
+            record = {
+                "step": event.get("step"),
+                "samplesSeen": samples,
+                "path": path.removeprefix(workdir + "/"),
+                "attempt": attempt,
+            }
+            self._write(
+                fields={"checkpoint": json.dumps(record)},
+                events=[("info", "Checkpointed", f"{prefix}checkpoint at {samples} samples")],
+            )
+        elif kind == "log":
+            self._write(logs=[(str(event.get("level", "info")), prefix + str(event.get("message")))])
+        else:
+            self._write(logs=[("debug", prefix + json.dumps(event, default=str))])
+
+    # The attempt.
+
+    def run(self) -> None:
+        runtime = self.runtime
+        record = runtime.call(runtime.store.get(self.claim.job_id))
+        if record is None:
+            return
+        spec = record.spec
+        self._job_type = record.type
+        job_dir = runtime.settings.artifact_dir / "jobs" / record.id
+        started = time.monotonic()
+        lease = threading.Thread(target=self._keep_lease, name="vlarena-lease", daemon=True)
+        lease.start()
+        metrics.BUSY.set(1)
+        error: Exception | None = None
+        result: dict[str, Any] = {}
+        try:
+            self.workdir = attempt_dir(job_dir, self.claim.attempt)
+            self._write(fields={"workdir": str(self.workdir)})
+            families = (
+                _compare_families(spec)
+                if record.type == "compare"
+                else [spec.get("model", {}).get("family", "")]
+            )
+            self._progress = JobProgress(spec, families)
+            runner = JOB_RUNNERS[record.type]
+            result = runner(spec, self.workdir, on_event=self.on_event, should_stop=self.should_stop)
+        except Exception as exc:
+            error = exc
+        finally:
+            self._done.set()
+            lease.join(timeout=10)
+            metrics.BUSY.set(0)
+        outcome = self._finish(record.type, error, result, job_dir)
+        metrics.ATTEMPTS.labels(record.type, outcome).inc()
+        metrics.ATTEMPT_DURATION.labels(record.type).observe(time.monotonic() - started)
+
+    def _finish(
+        self, job_type: str, error: Exception | None, result: dict[str, Any], job_dir: Path
+    ) -> str:
+        store = self.runtime.store
+        if self.stop_reason == "fenced":
+            log.warning(
+                "attempt %d of %s lost its lease; its outcome is not recorded",
+                self.claim.attempt,
+                self.claim.job_id,
+            )
+            return "fenced"
+        if error is None:
+            models = [self._version(m) for m in result.get("models", [])]
+            finish = self.runtime.call(
+                store.finish(
+                    self.claim,
+                    "succeeded",
+                    result=result,
+                    metrics=result.get("metrics", {}),
+                    models=models,
+                )
+            )
+            if finish.state == "SUCCEEDED":
+                prune_attempt_dirs(job_dir, keep=self.workdir)
+            return "succeeded"
+        if self.stop_reason == "cancel":
+            outcome, message = "cancelled", ""
+        elif self.stop_reason == "deadline":
+            outcome, message = "deadline", ""
+        elif self.runtime.shutdown.is_set():
+            outcome, message = "preempted", ""
+        else:
+            outcome, message = "failed", f"{type(error).__name__}: {error}"
+            log.error("job %s failed", self.claim.job_id, exc_info=error)
+        finish = self.runtime.call(store.finish(self.claim, outcome, message=message))
+        if finish.wake_queue:
+            self.runtime.wake(finish.wake_queue)
+        return outcome
+
+    def _version(self, model: dict[str, Any]) -> RegisteredVersion:
+        path = (self.workdir / str(model.get("path", ""))).resolve()
+        ready = path.exists()
+        return RegisteredVersion(
+            name=registry_name(str(model.get("name", ""))),
+            family=str(model.get("family", "")),
+            path=str(path),
+            metrics=dict(model.get("metrics") or {}),
+            status="READY" if ready else "FAILED",
+            status_message=None if ready else f"training reported {path}, which does not exist",
+        )
