@@ -1,4 +1,4 @@
-"""What routes depend on: the stores, the dispatcher, the settings and the caller's identity."""
+"""What routes depend on: the stores, the dispatcher and the caller's identity (API key auth)."""
 
 from __future__ import annotations
 
@@ -6,15 +6,19 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request, Security
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer, SecurityScopes
+from fastapi.security import HTTPBearer, SecurityScopes
 
 from vlarena.gateway.auth import ANONYMOUS_ADMIN, ApiKeys, Principal, Scope
+from vlarena.gateway.documents import JobDocuments
 from vlarena.gateway.errors import ApiError
 from vlarena.jobs.dispatch import JobDispatcher
 from vlarena.jobs.registry import ModelRegistry
 from vlarena.jobs.store import JobStore
 from vlarena.jobs.streams import JobStreams
 from vlarena.settings import Settings
+
+# Dependencies are `async def` and read `app.state` themselves: FastAPI runs plain `def`
+# dependencies in a thread pool, and every level of sub-dependency costs time per request.
 
 
 @dataclass
@@ -24,74 +28,73 @@ class Services:
     settings: Settings
     keys: ApiKeys
     store: JobStore
+    documents: JobDocuments
     streams: JobStreams
     registry: ModelRegistry
     dispatcher: JobDispatcher
 
 
-def get_services(request: Request) -> Services:
+def _services(request: Request) -> Services:
     return request.app.state.services
 
 
-ServicesDep = Annotated[Services, Depends(get_services)]
+async def get_store(request: Request) -> JobStore:
+    return _services(request).store
 
 
-def get_store(services: ServicesDep) -> JobStore:
-    return services.store
+async def get_streams(request: Request) -> JobStreams:
+    return _services(request).streams
 
 
-def get_streams(services: ServicesDep) -> JobStreams:
-    return services.streams
+async def get_registry(request: Request) -> ModelRegistry:
+    return _services(request).registry
 
 
-def get_registry(services: ServicesDep) -> ModelRegistry:
-    return services.registry
-
-
-def get_settings(services: ServicesDep) -> Settings:
-    return services.settings
-
-
-def get_dispatcher(services: ServicesDep) -> JobDispatcher:
-    return services.dispatcher
+async def get_dispatcher(request: Request) -> JobDispatcher:
+    return _services(request).dispatcher
 
 
 StoreDep = Annotated[JobStore, Depends(get_store)]
 StreamsDep = Annotated[JobStreams, Depends(get_streams)]
 RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
-SettingsDep = Annotated[Settings, Depends(get_settings)]
 DispatcherDep = Annotated[JobDispatcher, Depends(get_dispatcher)]
 
-_bearer = HTTPBearer(
-    auto_error=False,
+
+class ApiKeyAuth(HTTPBearer):
+    """`Authorization: Bearer <API key>`, checked against the scopes the route asks for.
+
+    One security dependency (no sub-dependencies, so it costs little per request) that FastAPI
+    also documents as the API's bearer scheme.
+    """
+
+    async def __call__(  # type: ignore[override]
+        self, request: Request, security_scopes: SecurityScopes
+    ) -> Principal:
+        services = _services(request)
+        if services.settings.auth_disabled:
+            return ANONYMOUS_ADMIN
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        principal = services.keys.authenticate(token) if scheme.lower() == "bearer" else None
+        if principal is None:
+            raise ApiError(
+                401,
+                "unauthenticated",
+                "missing or unknown API key; send `Authorization: Bearer <key>`",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        for scope in security_scopes.scopes:
+            if not principal.allows(Scope(scope)):
+                raise ApiError(
+                    403, "forbidden", f"API key {principal.name!r} lacks the '{scope}' scope"
+                )
+        return principal
+
+
+api_key_auth = ApiKeyAuth(
+    scheme_name="apiKey",
     description="An API key: `Authorization: Bearer <key>`. Scopes: read, submit, admin.",
 )
 
-
-def authenticate(
-    security_scopes: SecurityScopes,
-    services: ServicesDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> Principal:
-    """The caller, checked against the scopes the route asks for (401 / 403 otherwise)."""
-    if services.settings.auth_disabled:
-        return ANONYMOUS_ADMIN
-    principal = services.keys.authenticate(credentials.credentials) if credentials else None
-    if principal is None:
-        raise ApiError(
-            401,
-            "unauthenticated",
-            "missing or unknown API key; send `Authorization: Bearer <key>`",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
-    for scope in security_scopes.scopes:
-        if not principal.allows(Scope(scope)):
-            raise ApiError(
-                403, "forbidden", f"API key {principal.name!r} lacks the '{scope}' scope"
-            )
-    return principal
-
-
-ReadAccess = Annotated[Principal, Security(authenticate, scopes=[Scope.READ])]
-SubmitAccess = Annotated[Principal, Security(authenticate, scopes=[Scope.SUBMIT])]
-AdminAccess = Annotated[Principal, Security(authenticate, scopes=[Scope.ADMIN])]
+ReadAccess = Annotated[Principal, Security(api_key_auth, scopes=[Scope.READ])]
+SubmitAccess = Annotated[Principal, Security(api_key_auth, scopes=[Scope.SUBMIT])]
+AdminAccess = Annotated[Principal, Security(api_key_auth, scopes=[Scope.ADMIN])]

@@ -48,6 +48,9 @@ class RequestMetrics:
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        # Labelled children by label values: `labels()` validates its arguments on every call.
+        self._counters: dict[tuple[str, str, int], Any] = {}
+        self._timers: dict[tuple[str, str], Any] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -68,8 +71,16 @@ class RequestMetrics:
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
             method = scope["method"]
-            HTTP_REQUESTS.labels(template, method, str(status)).inc()
-            HTTP_REQUEST_DURATION.labels(template, method).observe(time.perf_counter() - start)
+            counter = self._counters.get((template, method, status))
+            if counter is None:
+                counter = HTTP_REQUESTS.labels(template, method, str(status))
+                self._counters[(template, method, status)] = counter
+            timer = self._timers.get((template, method))
+            if timer is None:
+                timer = HTTP_REQUEST_DURATION.labels(template, method)
+                self._timers[(template, method)] = timer
+            counter.inc()
+            timer.observe(time.perf_counter() - start)
 
 
 class _JobGauges(Collector):

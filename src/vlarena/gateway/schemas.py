@@ -125,6 +125,7 @@ SPEC_EXAMPLES: dict[str, dict[str, Any]] = {
 
 JOB_EXAMPLE: dict[str, Any] = {
     "id": "job-1935a2f8c1a3f9e2b",
+    "revision": 42,
     "type": "train",
     "state": "RUNNING",
     "queue": "cpu",

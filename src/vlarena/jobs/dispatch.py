@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery
+from kombu.exceptions import ChannelError
 
 from vlarena.settings import Settings
 
@@ -52,8 +53,11 @@ class JobDispatcher:
 
     def pending_messages(self, queue: str) -> int:
         """Wake-up messages in the broker that no worker has taken yet."""
-        with self.app.connection_for_read() as connection:
-            _name, count, _consumers = connection.default_channel.queue_declare(
-                queue=celery_queue(queue), passive=True
-            )
+        with self.app.pool.acquire(block=True) as connection:
+            try:
+                _name, count, _consumers = connection.default_channel.queue_declare(
+                    queue=celery_queue(queue), passive=True
+                )
+            except ChannelError:  # never declared: no message was ever sent to it
+                return 0
         return int(count)

@@ -3,12 +3,13 @@
 Every key starts with the configured prefix (`VLARENA_KEY_PREFIX`, default `vlarena:`).
 
 Jobs
-- `job:{id}` (hash): one job. `id`, `type`, `state`, `queue`, `priority`, `spec` (JSON),
-  `specSha256`, `owner`, `submissionId`, `maxRetries`, `retries`, `activeDeadlineSeconds`;
-  `createdAt`, `updatedAt`, `startedAt`, `finishedAt`, `deadlineAt` (epoch ms, Redis clock);
-  `attempt` (number of the current attempt), `worker`, `workdir`; `progress`, `metrics`,
-  `checkpoint`, `error`, `result` (JSON); `cancelRequested`; `attempt:{n}` (JSON record of
-  attempt n); `model:{name}` (version registered by this job).
+- `job:{id}` (hash): one job. `id`, `type`, `state`, `queue`, `priority`, `sequence`, `spec`
+  (JSON), `specSha256`, `owner`, `submissionId`, `maxRetries`, `retries`,
+  `activeDeadlineSeconds`; `createdAt`, `updatedAt`, `startedAt`, `finishedAt`, `deadlineAt`
+  (epoch ms, Redis clock); `revision` (bumped by every change); `attempt` (number of the
+  current attempt), `worker`, `workdir`; `progress`, `metrics`, `checkpoint`, `error`,
+  `result` (JSON); `cancelRequested`; `attempt:{n}` (JSON record of attempt n);
+  `model:{name}` (version registered by this job).
 - `job:{id}:logs` (stream): log lines (`level`, `message`, `attempt`, `source`), capped at
   `VLARENA_LOG_MAX_ENTRIES`.
 - `job:{id}:events` (stream): lifecycle events (`level`, `reason`, `message`, `attempt`).
@@ -19,7 +20,8 @@ Jobs
 
 Scheduling
 - `queue:{queue}` (sorted set): jobs waiting for a worker of `queue` (`cpu`, `gpu`), score
-  `-priority`; equal priorities run in id (submission) order.
+  `-priority * 2^40 + sequence`: higher priority first, then submission order.
+- `jobs:sequence` (string): the counter that numbers submissions (`sequence` in `job:{id}`).
 - `delayed` (sorted set): failed jobs waiting out their retry backoff, score = when they may run.
 - `leases` (sorted set): running jobs, score = when their lease lapses (ms, Redis clock).
 - `workers`, `workers:queue:{queue}` (sorted sets): worker ids, score = last heartbeat (ms).
@@ -51,6 +53,7 @@ KEY_TEMPLATES: dict[str, str] = {
     "jobs_state": "jobs:state:{state}",
     "jobs_state_type": "jobs:state:{state}:type:{type}",
     "queue": "queue:{queue}",
+    "sequence": "jobs:sequence",
     "delayed": "delayed",
     "leases": "leases",
     "submission": "submission:{owner}:{submission_id}",
@@ -73,8 +76,8 @@ class RedisKeys:
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix
 
-    def _key(self, name: str, **parts: str) -> str:
-        return self.prefix + KEY_TEMPLATES[name].format(**parts)
+    def _key(self, template: str, /, **parts: str) -> str:
+        return self.prefix + KEY_TEMPLATES[template].format(**parts)
 
     def job(self, job_id: str) -> str:
         return self._key("job", id=job_id)

@@ -45,6 +45,12 @@ local function emit(id, level, reason, message, attempt)
     'level', level, 'message', message, 'attempt', attempt, 'source', 'platform')
 end
 
+-- Every change of a job bumps its revision (readers cache and tag what they serve by it).
+local function touch(id, now)
+  redis.call('HSET', k_job(id), 'updatedAt', now)
+  redis.call('HINCRBY', k_job(id), 'revision', 1)
+end
+
 local function check_move(id, from, to)
   if not (ALLOWED[from] and ALLOWED[from][to]) then
     error('job ' .. id .. ': illegal transition ' .. tostring(from) .. ' -> ' .. to)
@@ -55,7 +61,8 @@ local function move(id, from, to, now)
   check_move(id, from, to)
   local jk = k_job(id)
   local job_type, queue = unpack(redis.call('HMGET', jk, 'type', 'queue'))
-  redis.call('HSET', jk, 'state', to, 'updatedAt', now)
+  redis.call('HSET', jk, 'state', to)
+  touch(id, now)
   redis.call('ZREM', k_jobs_state(from), id)
   redis.call('ZREM', k_jobs_state_type(from, job_type), id)
   redis.call('ZADD', k_jobs_state(to), 0, id)
@@ -70,9 +77,11 @@ local function move(id, from, to, now)
   end
 end
 
+-- Queue order: priority first (higher runs first), then submission order (`sequence`).
 local function enqueue(id)
-  local queue, priority = unpack(redis.call('HMGET', k_job(id), 'queue', 'priority'))
-  redis.call('ZADD', k_queue(queue), -tonumber(priority), id)
+  local queue, priority, sequence = unpack(redis.call(
+    'HMGET', k_job(id), 'queue', 'priority', 'sequence'))
+  redis.call('ZADD', k_queue(queue), -tonumber(priority) * 2 ^ 40 + tonumber(sequence), id)
   return queue
 end
 
@@ -86,11 +95,15 @@ local function end_attempt(id, attempt, now, outcome, err)
   record['finishedAt'] = now
   record['outcome'] = outcome
   if err and err ~= '' then record['error'] = err end
-  local progress = redis.call('HGET', jk, 'progress')
-  if progress then
-    local p = cjson.decode(progress)
-    if tostring(p['attempt']) == tostring(attempt) and p['samplesSeen'] then
-      record['samplesSeen'] = p['samplesSeen']
+  -- How far it got: its last progress report or its last checkpoint, whichever is later.
+  for _, field in ipairs({{"progress", "checkpoint"}}) do
+    local raw = redis.call('HGET', jk, field)
+    if raw then
+      local r = cjson.decode(raw)
+      if tostring(r['attempt']) == tostring(attempt) and type(r['samplesSeen']) == 'number'
+          and r['samplesSeen'] > (record['samplesSeen'] or 0) then
+        record['samplesSeen'] = r['samplesSeen']
+      end
     end
   end
   redis.call('HSET', jk, field, cjson.encode(record))
@@ -125,7 +138,8 @@ for name, value in pairs(fields) do
   redis.call('HSET', jk, name, value)
 end
 redis.call('HSET', jk, 'id', id, 'state', 'QUEUED', 'queue', queue, 'priority', ARGV[6],
-  'attempt', 0, 'retries', 0, 'createdAt', now, 'updatedAt', now)
+  'sequence', redis.call('INCR', k_sequence()),
+  'attempt', 0, 'retries', 0, 'createdAt', now, 'updatedAt', now, 'revision', 1)
 redis.call('ZADD', k_jobs_all(), 0, id)
 redis.call('ZADD', k_jobs_type(fields['type']), 0, id)
 redis.call('ZADD', k_jobs_state('QUEUED'), 0, id)
@@ -214,7 +228,7 @@ local now = now_ms()
 if payload['set'] then
   for name, value in pairs(payload['set']) do redis.call('HSET', jk, name, value) end
 end
-redis.call('HSET', jk, 'updatedAt', now)
+touch(id, now)
 if payload['logs'] then
   for _, line in ipairs(payload['logs']) do
     redis.call('XADD', k_job_logs(id), 'MAXLEN', '~', MAXLEN, '*',
@@ -229,7 +243,7 @@ return 1
 
 # ARGV: prefix, maxlen, id, attempt, outcome, payload JSON, retry backoff base ms, cap ms.
 # outcome: succeeded | failed | cancelled | preempted | deadline. payload: {message, result,
-# metrics, models = {{name, family, path, metrics, status}}}. Returns {new state, queue to wake
+# metrics, models = {{name, family, status, record = JSON object of the version}}}. Returns {new state, queue to wake
 # or '', delay ms}, or {'FENCED', '', 0}.
 FINISH = """
 local id = ARGV[3]
@@ -255,10 +269,11 @@ if outcome == 'succeeded' then
     redis.call('HSETNX', mk, 'createdAt', now)
     redis.call('HSET', mk, 'name', m['name'], 'family', m['family'], 'updatedAt', now)
     redis.call('ZADD', k_models(), 0, m['name'])
-    local record = {name = m['name'], version = version, family = m['family'],
-      status = m['status'], sourceJob = id, path = m['path'], metrics = m['metrics'],
-      createdAt = now, statusMessage = m['statusMessage']}
-    redis.call('HSET', k_model_versions(m['name']), version, cjson.encode(record))
+    -- m['record'] is a JSON object built in Python; splicing the fields known only here into
+    -- it keeps its numbers exactly as written (a cjson round trip would round them).
+    local record = '{"version":' .. version .. ',"createdAt":' .. now .. ',"sourceJob":' ..
+      cjson.encode(id) .. ',' .. string.sub(m['record'], 2)
+    redis.call('HSET', k_model_versions(m['name']), version, record)
     redis.call('XADD', k_registry_events(), 'MAXLEN', '~', MAXLEN, '*',
       'event', 'VersionRegistered', 'model', m['name'], 'version', version,
       'status', m['status'])
@@ -442,6 +457,15 @@ redis.call('XADD', k_registry_events(), 'MAXLEN', '~', MAXLEN, '*',
 return status
 """
 
+# ARGV: prefix, maxlen, id, a revision the caller has. Returns that revision when the job is
+# still at it, else the job's hash as a flat list (empty for an unknown job): pollers of an
+# unchanged job get a few bytes back, not the whole record.
+READ_IF_CHANGED = """
+local jk = k_job(ARGV[3])
+if redis.call('HGET', jk, 'revision') == ARGV[4] then return ARGV[4] end
+return redis.call('HGETALL', jk)
+"""
+
 SCRIPTS: dict[str, str] = {
     "create": CREATE,
     "claim": CLAIM,
@@ -453,6 +477,7 @@ SCRIPTS: dict[str, str] = {
     "heartbeat": HEARTBEAT,
     "depart": DEPART,
     "set_alias": SET_ALIAS,
+    "read_if_changed": READ_IF_CHANGED,
 }
 
 

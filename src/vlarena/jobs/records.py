@@ -93,6 +93,7 @@ class JobRecord(RecordModel):
     """A job as the API shows it."""
 
     id: str
+    revision: int = Field(description="Bumped by every change of the job; its ETag follows it.")
     type: JobType
     state: JobState
     queue: str
@@ -120,55 +121,47 @@ class JobRecord(RecordModel):
 
     @classmethod
     def from_hash(cls, fields: dict[str, str]) -> JobRecord:
-        """Parses the `job:{id}` hash (see `vlarena.jobs.keys`)."""
+        """Parses the `job:{id}` hash (see `vlarena.jobs.keys`) in one validation pass.
+
+        Times stay epoch milliseconds until pydantic reads them as UTC datetimes.
+        """
         attempts = []
         models = []
         for name, value in fields.items():
             if name.startswith("attempt:"):
-                record = json.loads(value)
-                record["startedAt"] = ms_to_datetime(record["startedAt"])
-                record["finishedAt"] = ms_to_datetime(record.get("finishedAt"))
-                attempts.append(Attempt.model_validate(record))
+                attempts.append(json.loads(value))
             elif name.startswith("model:"):
-                models.append(ModelRef(name=name.removeprefix("model:"), version=int(value)))
-        attempts.sort(key=lambda a: a.number)
+                models.append({"name": name.removeprefix("model:"), "version": value})
+        attempts.sort(key=lambda a: a["number"])
+        models.sort(key=lambda m: m["name"])
         spec = json.loads(fields["spec"])
-        return cls(
-            id=fields["id"],
-            type=fields["type"],
-            state=fields["state"],
-            queue=fields["queue"],
-            priority=int(fields["priority"]),
-            owner=fields.get("owner", ""),
-            submission_id=fields.get("submissionId") or None,
-            metadata=spec.get("metadata", {}),
-            spec=spec,
-            created_at=ms_to_datetime(fields["createdAt"]),
-            updated_at=ms_to_datetime(fields["updatedAt"]),
-            started_at=ms_to_datetime(fields.get("startedAt")),
-            finished_at=ms_to_datetime(fields.get("finishedAt")),
-            progress=_json_model(Progress, fields.get("progress")),
-            metrics=_json_model(LatestMetrics, fields.get("metrics")),
-            checkpoint=_json_model(Checkpoint, fields.get("checkpoint")),
-            attempts=attempts,
-            retries=int(fields.get("retries", 0)),
-            max_retries=int(fields["maxRetries"]),
-            cancel_requested=fields.get("cancelRequested") == "1",
-            worker=fields.get("worker"),
-            workdir=fields.get("workdir"),
-            error=_json_model(JobError, fields.get("error")),
-            result=json.loads(fields["result"]) if fields.get("result") else None,
-            models=sorted(models, key=lambda m: m.name),
-        )
-
-
-def _json_model(model: type[_M], raw: str | None) -> _M | None:
-    if not raw:
-        return None
-    data = json.loads(raw)
-    if "updatedAt" in data:
-        data["updatedAt"] = ms_to_datetime(data["updatedAt"])
-    return model.model_validate(data)
+        data: dict[str, Any] = {
+            "id": fields["id"],
+            "revision": fields.get("revision", 0),
+            "type": fields["type"],
+            "state": fields["state"],
+            "queue": fields["queue"],
+            "priority": fields["priority"],
+            "owner": fields.get("owner", ""),
+            "submissionId": fields.get("submissionId") or None,
+            "metadata": spec.get("metadata", {}),
+            "spec": spec,
+            "createdAt": fields["createdAt"],
+            "updatedAt": fields["updatedAt"],
+            "startedAt": fields.get("startedAt"),
+            "finishedAt": fields.get("finishedAt"),
+            "attempts": attempts,
+            "retries": fields.get("retries", 0),
+            "maxRetries": fields["maxRetries"],
+            "cancelRequested": fields.get("cancelRequested") == "1",
+            "worker": fields.get("worker"),
+            "workdir": fields.get("workdir"),
+            "models": models,
+        }
+        for name in ("progress", "metrics", "checkpoint", "error", "result"):
+            if fields.get(name):
+                data[name] = json.loads(fields[name])
+        return cls.model_validate(data)
 
 
 class LogEntry(RecordModel):
@@ -217,8 +210,6 @@ class ModelVersion(RecordModel):
     def from_json(cls, raw: str, aliases: list[str]) -> ModelVersion:
         data = json.loads(raw)
         data["createdAt"] = ms_to_datetime(data["createdAt"])
-        if data.get("metrics") == []:
-            data["metrics"] = {}
         return cls.model_validate({**data, "aliases": aliases})
 
 

@@ -51,6 +51,13 @@ class ModelSpec(SpecModel):
     )
 
 
+class ModelOverrides(SpecModel):
+    config: dict[str, Any] = Field(
+        default_factory=dict,
+        description='Overrides of every compared family\'s config, e.g. {"preset": "tiny"}.',
+    )
+
+
 class DatasetSpec(SpecModel):
     name: BuiltinDataset | None = Field(default=None, description="A built-in dataset.")
     uri: str | None = Field(
@@ -203,12 +210,28 @@ class TrainJobSpec(PlatformFields):
         pattern=NAME_PATTERN,
         description="Registry name of the trained model; default: `<family>-<dataset>`.",
     )
+    export: bool = Field(
+        default=True, description="Export the model for serving (ONNX, FP16, INT8) at the end."
+    )
 
 
 class EvaluateJobSpec(PlatformFields):
     type: Literal["evaluate"]
     source: Source
     model: ModelSpec | None = None
+
+
+class ReportOptions(SpecModel):
+    probes: bool = Field(
+        default=True, description="Load the models for attention/embedding maps and latency."
+    )
+    probe_images: int | None = Field(default=None, ge=1, le=10_000)
+    selective_streams: int | None = Field(
+        default=None, ge=0, le=256, description="Selective-decoding streams; 0 skips it."
+    )
+    nodes: list[dict[str, Any]] | None = Field(
+        default=None, description="Node prices for the cost section: name, device, usdPerHour…"
+    )
 
 
 class CompareJobSpec(PlatformFields):
@@ -219,8 +242,15 @@ class CompareJobSpec(PlatformFields):
         default=None, min_length=1, description="Default: every family."
     )
     seeds: int = Field(default=1, ge=1, le=10)
-    model: ModelSpec | None = Field(
+    model: ModelOverrides | None = Field(
         default=None, description="Config overrides applied to every family compared."
+    )
+    report: ReportOptions | bool = Field(
+        default=True, description="The comparison report (false skips it), or its options."
+    )
+    export: bool = Field(
+        default=True,
+        description="Export each family's first-seed model for serving (ONNX, FP16, INT8).",
     )
 
     @field_validator("families")

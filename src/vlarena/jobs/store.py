@@ -68,6 +68,19 @@ class RegisteredVersion:
     status_message: str | None = None
 
 
+def _record(version: RegisteredVersion) -> str:
+    """A version's JSON record, less what the finishing script adds (number, time, job)."""
+    record = {
+        "name": version.name,
+        "family": version.family,
+        "status": version.status,
+        "statusMessage": version.status_message,
+        "path": version.path,
+        "metrics": version.metrics,
+    }
+    return json.dumps(record, separators=(",", ":"))
+
+
 def new_job_id() -> str:
     """`job-` + creation time in ms (hex) + randomness: ids sort by creation time."""
     return f"job-{time.time_ns() // 1_000_000:011x}{secrets.token_hex(3)}"
@@ -130,8 +143,19 @@ class JobStore:
         return record, bool(created)
 
     async def get(self, job_id: str) -> JobRecord | None:
-        fields = await self.redis.hgetall(self.keys.job(job_id))
+        fields = await self.fields(job_id)
         return JobRecord.from_hash(fields) if fields else None
+
+    async def fields(self, job_id: str) -> dict[str, str]:
+        """The job's hash as stored (empty for an unknown job)."""
+        return await self.redis.hgetall(self.keys.job(job_id))
+
+    async def fields_if_changed(self, job_id: str, revision: str) -> dict[str, str] | None:
+        """The job's hash, or None while its revision is still `revision`."""
+        reply = await self.scripts("read_if_changed", job_id, revision)
+        if isinstance(reply, str):
+            return None
+        return dict(zip(reply[::2], reply[1::2], strict=True))
 
     async def list_jobs(
         self,
@@ -203,22 +227,17 @@ class JobStore:
         message: str = "",
         result: dict[str, Any] | None = None,
         metrics: dict[str, Any] | None = None,
+        samples_seen: int | None = None,
         models: list[RegisteredVersion] | None = None,
     ) -> Finish:
         """Ends an attempt: succeeded, failed, cancelled, preempted or deadline."""
         payload: dict[str, Any] = {"message": message}
         if outcome == "succeeded":
+            final = {"values": metrics or {}, "final": True, "samplesSeen": samples_seen}
             payload["result"] = json.dumps(result or {})
-            payload["metrics"] = json.dumps({"values": metrics or {}, "final": True})
+            payload["metrics"] = json.dumps(final | {"updatedAt": int(time.time() * 1000)})
             payload["models"] = [
-                {
-                    "name": m.name,
-                    "family": m.family,
-                    "path": m.path,
-                    "metrics": m.metrics,
-                    "status": m.status,
-                    **({"statusMessage": m.status_message} if m.status_message else {}),
-                }
+                {"name": m.name, "family": m.family, "status": m.status, "record": _record(m)}
                 for m in models or []
             ]
         state, queue, delay = await self.scripts(

@@ -192,7 +192,9 @@ class JobExecution:
     def _keep_lease(self) -> None:
         lease_seconds = self.runtime.settings.lease_seconds
         last_renewed = time.monotonic()
-        while not self._done.wait(min(LEASE_CHECK_SECONDS, self.runtime.settings.heartbeat_seconds)):
+        while not self._done.wait(
+            min(LEASE_CHECK_SECONDS, self.runtime.settings.heartbeat_seconds)
+        ):
             try:
                 answer = self.runtime.call(self.runtime.store.renew(self.claim), timeout=5)
             except Exception:
@@ -255,7 +257,9 @@ class JobExecution:
                 events=[("info", "Checkpointed", f"{prefix}checkpoint at {samples} samples")],
             )
         elif kind == "log":
-            self._write(logs=[(str(event.get("level", "info")), prefix + str(event.get("message")))])
+            self._write(
+                logs=[(str(event.get("level", "info")), prefix + str(event.get("message")))]
+            )
         else:
             self._write(logs=[("debug", prefix + json.dumps(event, default=str))])
 
@@ -285,7 +289,9 @@ class JobExecution:
             )
             self._progress = JobProgress(spec, families)
             runner = JOB_RUNNERS[record.type]
-            result = runner(spec, self.workdir, on_event=self.on_event, should_stop=self.should_stop)
+            result = runner(
+                spec, self.workdir, on_event=self.on_event, should_stop=self.should_stop
+            )
         except Exception as exc:
             error = exc
         finally:
@@ -315,6 +321,7 @@ class JobExecution:
                     "succeeded",
                     result=result,
                     metrics=result.get("metrics", {}),
+                    samples_seen=(self._progress.samples_seen or None) if self._progress else None,
                     models=models,
                 )
             )

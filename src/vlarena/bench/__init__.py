@@ -1,0 +1,1 @@
+"""Benchmarks: model training and evaluation (`models`), the gateway under load (`gateway`)."""

@@ -1,0 +1,1 @@
+"""The platform's client side: `GatewayClient` for Python, and the CLI commands built on it."""
