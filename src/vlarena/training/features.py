@@ -54,23 +54,9 @@ def encoder_onnx_session(encoder: XEncoder, num_threads: int = 0):
     """
     import onnxruntime as ort
 
-    path = cache_dir() / "encoders" / f"{encoder.cache_key()}.onnx"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        size = encoder.image_size
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".onnx")
-        os.close(fd)
-        torch.onnx.export(
-            encoder,
-            (torch.zeros(1, 3, size, size),),
-            tmp,
-            input_names=["images"],
-            output_names=["tokens"],
-            dynamic_axes={"images": {0: "batch"}, "tokens": {0: "batch"}},
-            opset_version=17,
-            dynamo=False,
-        )
-        os.replace(tmp, path)
+    from vlarena.serving.graphs import x_encoder_graph
+
+    path = x_encoder_graph(encoder)
     opts = ort.SessionOptions()
     if num_threads:
         opts.intra_op_num_threads = num_threads
