@@ -1,0 +1,551 @@
+"""The report as one self-contained HTML page: plain HTML and CSS, PNG figures inlined, Plotly's
+JavaScript shipped inside the page (no CDN), links to the artifacts. Imports no torch, so the
+gateway can render it at request time."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import os
+from collections.abc import Callable, Mapping, Sequence
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from vlarena.evaluation.report import plots
+from vlarena.evaluation.report.colours import family_colour
+
+REPORT_FILE = "report.json"
+PAGE_FILE = "report.html"
+Link = Callable[[str], str]
+
+CSS = """
+:root { --ink: #1d232b; --muted: #5b6573; --line: #dde2e8; --bg: #f6f7f9; --accent: #3b6fb6; }
+* { box-sizing: border-box; }
+body { margin: 0; font: 15px/1.5 system-ui, -apple-system, "Segoe UI", sans-serif; color: var(--ink);
+  background: var(--bg); }
+header { background: #1d232b; color: #fff; padding: 28px 40px 22px; }
+header h1 { margin: 0 0 6px; font-size: 26px; font-weight: 650; }
+header p { margin: 0; color: #c9d1db; }
+nav { position: sticky; top: 0; z-index: 5; background: #fff; border-bottom: 1px solid var(--line);
+  padding: 8px 40px; display: flex; gap: 18px; flex-wrap: wrap; font-size: 14px; }
+nav a { color: var(--accent); text-decoration: none; }
+main { max-width: 1240px; margin: 0 auto; padding: 10px 40px 60px; }
+section { background: #fff; border: 1px solid var(--line); border-radius: 10px; padding: 18px 24px;
+  margin: 22px 0; }
+h2 { margin: 0 0 10px; font-size: 20px; }
+h3 { margin: 18px 0 8px; font-size: 16px; }
+p.note, .note { color: var(--muted); font-size: 13px; }
+table { border-collapse: collapse; width: 100%; font-size: 14px; }
+th, td { padding: 6px 10px; border-bottom: 1px solid var(--line); text-align: right;
+  vertical-align: top; }
+th:first-child, td:first-child { text-align: left; }
+thead th { background: #f0f2f5; position: sticky; top: 0; }
+tr.group td { background: #fafbfc; font-weight: 600; text-align: left; color: var(--muted);
+  font-size: 12px; text-transform: uppercase; letter-spacing: .04em; }
+td.best { font-weight: 700; }
+td .spread { color: var(--muted); font-size: 12px; }
+.cards { display: grid; grid-template-columns: repeat(auto-fit, minmax(260px, 1fr)); gap: 14px; }
+.card { border: 1px solid var(--line); border-radius: 8px; padding: 12px 14px; }
+.card .use { font-size: 13px; color: var(--muted); }
+.card .winner { font-size: 18px; font-weight: 650; margin: 4px 0; }
+.badge { display: inline-block; padding: 1px 8px; border-radius: 10px; color: #fff; font-size: 13px; }
+ul.facts { margin: 8px 0 0; padding-left: 20px; }
+.plot { width: 100%; min-height: 300px; }
+figure { margin: 10px 0; }
+figure img { max-width: 100%; height: auto; border: 1px solid var(--line); border-radius: 6px; }
+figcaption { color: var(--muted); font-size: 13px; }
+.gallery { display: grid; grid-template-columns: repeat(auto-fill, minmax(280px, 1fr)); gap: 14px; }
+.gallery img { width: 100%; height: 180px; object-fit: contain; background: #fff; }
+.samples td, .samples th { text-align: left; }
+.samples td { font-family: ui-monospace, monospace; font-size: 12px; }
+.samples td:nth-child(-n+2) { white-space: nowrap; }
+code { background: #f0f2f5; padding: 1px 4px; border-radius: 4px; }
+.stat { font-size: 28px; font-weight: 700; }
+"""
+
+
+@lru_cache(maxsize=1)
+def plotly_js() -> str:
+    """Plotly's JavaScript bundle, from the installed Python package (inlined in every page)."""
+    from plotly.offline import get_plotlyjs
+
+    return get_plotlyjs()
+
+
+def _e(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _num(value: float | None, digits: int = 3) -> str:
+    if value is None:
+        return "–"
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    if abs(value) >= 100:
+        return f"{value:.1f}"
+    return f"{value:.{digits}f}"
+
+
+def _money(value: float | None) -> str:
+    if value is None:
+        return "not measured"
+    return f"${value:,.2f}" if value >= 0.01 else f"${value:.4f}"
+
+
+def _hours(value: float | None) -> str:
+    return "–" if value is None else (f"{value:,.1f}" if value >= 1 else f"{value:.3f}")
+
+
+def _scale(value: float) -> str:
+    for factor, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if value >= factor:
+            return f"{value / factor:g}{suffix}"
+    return f"{value:g}"
+
+
+class Page:
+    """Collects sections and plot specifications, then writes them as one document."""
+
+    def __init__(self, report_dir: Path) -> None:
+        self.report_dir = report_dir
+        self.plots: list[tuple[str, str]] = []
+        self.shown: set[str] = set()  # figures already in the page
+
+    def plot(self, figure: Any, caption: str = "") -> str:
+        if figure is None:
+            return ""
+        pid = f"plot-{len(self.plots)}"
+        self.plots.append((pid, figure.to_json()))
+        cap = f"<figcaption>{_e(caption)}</figcaption>" if caption else ""
+        return f'<figure><div class="plot" id="{pid}" role="img" aria-label="{_e(caption)}"></div>{cap}</figure>'
+
+    def image(self, relative: str | None, alt: str, caption: str = "") -> str:
+        if not relative:
+            return ""
+        path = self.report_dir / relative
+        if not path.is_file():
+            return ""
+        self.shown.add(relative)
+        data = base64.b64encode(path.read_bytes()).decode()
+        cap = f"<figcaption>{_e(caption)}</figcaption>" if caption else ""
+        return f'<figure><img src="data:image/png;base64,{data}" alt="{_e(alt)}">{cap}</figure>'
+
+    def scripts(self) -> str:
+        # "</" inside a script element would end it early
+        specs = "".join(
+            f'<script type="application/json" id="{pid}-spec">{spec.replace("</", "<" + chr(92) + "/")}</script>'
+            for pid, spec in self.plots
+        )
+        boot = """<script>
+document.querySelectorAll('.plot').forEach(function (div) {
+  var spec = JSON.parse(document.getElementById(div.id + '-spec').textContent);
+  Plotly.newPlot(div, spec.data, spec.layout, {responsive: true, displaylogo: false});
+});
+</script>"""
+        return specs + boot
+
+
+# --- sections ---------------------------------------------------------------------------------
+def _verdict(report: Mapping[str, Any]) -> str:
+    v = report["verdict"]
+    families = report["families"]
+    colours = {f: family_colour(families, f) for f in families}
+
+    def badge(fam: str | None) -> str:
+        if not fam:
+            return '<span class="badge" style="background:#8a94a3">no clear winner</span>'
+        return f'<span class="badge" style="background:{colours[fam]}">{_e(fam)}</span>'
+
+    cards = "".join(
+        f'<div class="card"><div class="use">{_e(u["label"])}</div>'
+        f'<div class="winner">{badge(u["winner"])}</div><div>{_e(u["sentence"])}</div></div>'
+        for u in v["useCases"]
+    )
+    facts = "".join(f"<li>{_e(e['sentence'])}</li>" for e in v["efficiency"])
+    return (
+        '<section id="verdict"><h2>Verdict: which to use when</h2>'
+        f'<div class="cards">{cards}</div><ul class="facts">{facts}</ul>'
+        '<p class="note">Computed from the measured numbers below: a family wins a metric only '
+        "when it leads by more than twice the combined standard error (over seeds, and never "
+        "less than the binomial error of the test set) and is above chance; a use case goes to "
+        "the family that wins most of its metrics.</p></section>"
+    )
+
+
+def _table(report: Mapping[str, Any]) -> str:
+    families = report["families"]
+    head = "".join(f"<th>{_e(f)}</th>" for f in families)
+    body, group = [], None
+    for row in report["table"]:
+        if row.get("group") != group:
+            group = row.get("group")
+            body.append(
+                f'<tr class="group"><td colspan="{len(families) + 2}">{_e(group)}</td></tr>'
+            )
+        vals = {f: row["values"].get(f) for f in families}
+        means = {f: v["mean"] for f, v in vals.items() if v}
+        best = None
+        if row.get("better") and len(means) > 1:
+            best = (max if row["better"] == "higher" else min)(means, key=means.__getitem__)
+        cells = []
+        for f in families:
+            v = vals[f]
+            if not v:
+                cells.append("<td>–</td>")
+                continue
+            spread = (
+                f' <span class="spread">± {_num(v["std"])}</span>' if v.get("seeds", 1) > 1 else ""
+            )
+            z = (
+                f' <span class="spread">z≥{v["zMin"]:.0f}</span>'
+                if v.get("zMin") is not None
+                else ""
+            )
+            title = ", ".join(_num(x) for x in v.get("perSeed", []))
+            digits = 0 if row["key"].endswith("Parameters") else 3
+            cls = ' class="best"' if f == best else ""
+            cells.append(
+                f'<td{cls} title="per seed: {_e(title)}">{_num(v["mean"], digits)}{spread}{z}</td>'
+            )
+        unit = f' <span class="spread">({_e(row["unit"])})</span>' if row.get("unit") else ""
+        chance = _num(row.get("chance")) if row.get("chance") is not None else ""
+        body.append(f"<tr><td>{_e(row['label'])}{unit}</td>{''.join(cells)}<td>{chance}</td></tr>")
+    seeds = ", ".join(f"{f}: {len(s)}" for f, s in report["seeds"].items())
+    return (
+        '<section id="table"><h2>Side by side</h2>'
+        f"<table><thead><tr><th>measure</th>{head}<th>chance</th></tr></thead><tbody>{''.join(body)}</tbody></table>"
+        f'<p class="note">Mean ± std over seeds ({_e(seeds)}); z: standard errors above chance at '
+        "the worst seed; bold: the better mean. Latencies and training time are wall-clock on the "
+        "machine that ran the job; hover a cell for the per-seed values.</p></section>"
+    )
+
+
+def _cost(report: Mapping[str, Any]) -> str:
+    cost = report["cost"]
+    nodes = "".join(
+        f"<tr><td>{_e(n['name'])}</td><td>{_e(n['device'])}</td><td>{_money(n['usd_per_hour'])}</td>"
+        f"<td>{_num(n['capacity']) if n['capacity'] is not None else 'not measured'}</td><td>{_e(n['source'])}</td></tr>"
+        for n in cost["nodes"]
+    )
+    priced = {n["name"] for n in cost["nodes"] if n["capacity"] is not None}
+    unpriced = [n["name"] for n in cost["nodes"] if n["capacity"] is None]
+    training = [r for r in cost["training"] if r["node"] in priced]
+    serving = [r for r in cost["serving"] if r["node"] in priced]
+    train_scales = [s["samples"] for s in training[0]["scales"]] if training else []
+    train = "".join(
+        f"<tr><td>{_e(r['family'])}</td><td>{_e(r['node'])}</td>"
+        + "".join(f"<td>{_hours(s['nodeHours'])} h · {_money(s['usd'])}</td>" for s in r["scales"])
+        + "</tr>"
+        for r in training
+    )
+    serve_scales = [s["requestsPerDay"] for s in serving[0]["scales"]] if serving else []
+    serve = "".join(
+        f"<tr><td>{_e(r['family'])}</td><td>{_e(r['request'])}</td><td>{_e(r['node'])}</td>"
+        f"<td>{_num(r['msPerRequest'], 1)}</td><td>{_money(r['usdPerMillion'])}</td>"
+        + "".join(
+            f"<td>{'–' if s['nodes'] is None else s['nodes']} · {_money(s['usdPerDay'])}</td>"
+            for s in r["scales"]
+        )
+        + "</tr>"
+        for r in serving
+    )
+    missing = (
+        f'<p class="note">Not priced: {_e(", ".join(unpriced))}: this job was measured on '
+        f"{_e(cost['measuredOn'].get('device'))}; give such a node a relativeThroughput, or run "
+        "the comparison on one.</p>"
+        if unpriced
+        else ""
+    )
+    m = cost["measuredOn"]
+    measured = ", ".join(f"{k} {v}" for k, v in m.items() if v not in (None, ""))
+    assumptions = "".join(f"<li>{_e(a)}</li>" for a in cost["assumptions"])
+    return (
+        '<section id="cost"><h2>Cost at scale</h2>'
+        f"<p>Measured on: <code>{_e(measured)}</code>. Node prices are inputs "
+        "(<code>vlarena report --node-prices FILE</code> replaces them):</p>"
+        f"<table><thead><tr><th>node</th><th>device</th><th>price / hour</th><th>capacity vs measured</th><th>source</th></tr></thead><tbody>{nodes}</tbody></table>"
+        "<h3>Training: node-hours and cost for a number of samples seen</h3>"
+        "<table><thead><tr><th>family</th><th>node</th>"
+        + "".join(f"<th>{_scale(s)} samples</th>" for s in train_scales)
+        + f"</tr></thead><tbody>{train}</tbody></table>"
+        "<h3>Serving: cost per million requests, and nodes · money per day at a request rate</h3>"
+        "<table><thead><tr><th>family</th><th>request</th><th>node</th><th>ms/request</th><th>per 1M requests</th>"
+        + "".join(f"<th>{_scale(s)}/day</th>" for s in serve_scales)
+        + f"</tr></thead><tbody>{serve}</tbody></table>"
+        + missing
+        + f'<ul class="note">{assumptions}</ul></section>'
+    )
+
+
+def _selective(report: Mapping[str, Any], page: Page) -> str:
+    sel = (report.get("probes") or {}).get("selectiveDecoding")
+    if not sel:
+        return ""
+
+    def fmt(v: float | None) -> str:
+        return "not reached" if v is None else f"{v:.2f}×"
+
+    spec = sel["spec"]
+    warning = (
+        f"<p><strong>The decoder is not above chance here</strong> (CIDEr of decoding every "
+        f"frame {sel['everyFrameCider']:.3f}, other segments' captions {sel['chanceCider']:.3f}): "
+        "decoding fewer frames cannot lose what it never had, so the ratio says nothing about "
+        "selective decoding. Train longer or on more data.</p>"
+        if sel.get("chanceCider") is not None and sel["everyFrameCider"] <= sel["chanceCider"]
+        else ""
+    )
+    return (
+        '<section id="selective"><h2>Selective decoding</h2>'
+        f'<p><span class="stat">{fmt(sel["ratioAtEqualCider"])}</span> fewer decoding operations '
+        "than uniform decoding at the CIDEr of decoding every frame "
+        f"({fmt(sel['ratioVsEveryFrame'])} fewer than decoding every frame); paper: 2.85×.</p>"
+        + warning
+        + page.plot(plots.selective_decoding(sel), "CIDEr against text decodes per stream")
+        + page.image(
+            report["figures"].get("selective_decoding"),
+            "selective decoding curve and an example stream",
+            "",
+        )
+        + f'<p class="note">{_e(sel["family"])}: {sel["streams"]} streams of {spec["frames"]} fashion-grid '
+        f"frames (seed {sel['seed']}), segments of {spec['min_segment']}–{spec['max_segment']} frames "
+        f"({sel['trueSegmentsPerStream']:.1f} per stream), each one grid shifted by up to "
+        f"{spec['max_shift']} px with Gaussian noise (σ {spec['noise']}) per frame. Every frame is "
+        "embedded; temporally constrained Ward clustering cuts the stream; the Y-decoder decodes "
+        f"each segment's {_e(sel['representation'])} embedding once. Uniform decoding decodes the "
+        f"{_e(sel['representation'])} of fixed windows. CIDEr is scored per frame against its "
+        "segment's caption.</p></section>"
+    )
+
+
+def _pictures(report: Mapping[str, Any], page: Page) -> str:
+    probes = report.get("probes") or {}
+    figs = report["figures"]
+    parts = []
+    ca = probes.get("crossAttention")
+    if ca:
+        align = ca.get("alignment")
+        note = (
+            f" The class words of each caption part put {align['massOnNamedCell']:.0%} of their "
+            f"attention on the cell the part names (uniform: {align['chance']:.0%}; {align['n']} parts)."
+            if align
+            else ""
+        )
+        parts.append(
+            f"<h3>Token VLM: cross-attention per generated token ({_e(ca['family'])})</h3>"
+            + page.image(figs.get("cross_attention"), "cross-attention heatmaps")
+            + page.plot(
+                plots.cross_attention(ca),
+                "cross-attention of each generated token over the visual tokens",
+            )
+            + f'<p class="note">Averaged over heads and layers.{_e(note)}</p>'
+        )
+    pa = probes.get("predictorAttention")
+    if pa:
+        align = pa.get("alignment")
+        note = (
+            f" Over {align['n']} questions, the last layer puts {align['massOnAskedCell']:.0%} of "
+            f"the question's attention on the asked cell (uniform: {align['chance']:.0%})."
+            if align
+            else ""
+        )
+        parts.append(
+            f"<h3>VL-JEPA: predictor attention to the visual tokens ({_e(pa['family'])})</h3>"
+            + page.image(figs.get("predictor_attention"), "predictor attention maps")
+            + f'<p class="note">Attention from the question tokens to the 16 visual tokens, mean over heads.{_e(note)}</p>'
+        )
+    em = probes.get("embeddingMap")
+    if em:
+        parts.append(
+            f"<h3>Embedding maps ({_e(em['family'])}): predicted vs target</h3>"
+            + page.plot(
+                plots.embedding_maps(em),
+                f"coloured by {em['colouredBy']}; circles: predicted from the image, crosses: target from the caption",
+            )
+            + page.image(figs.get("embedding_maps"), "PCA and t-SNE of embeddings")
+        )
+    zc = probes.get("zeroshotConfusion")
+    if zc:
+        parts.append(
+            "<h3>Zero-shot confusion</h3>"
+            + page.plot(plots.zeroshot_confusion(zc), "rows: true class, columns: predicted class")
+            + page.image(figs.get("zeroshot_confusion"), "zero-shot confusion matrices")
+        )
+    if not parts:
+        return ""
+    return '<section id="pictures"><h2>Inside the models</h2>' + "".join(parts) + "</section>"
+
+
+def _samples(report: Mapping[str, Any]) -> str:
+    rows = []
+    for fam, samples in report.get("samples", {}).items():
+        for s in samples:
+            refs = " | ".join(s.get("references", []))
+            rows.append(
+                f"<tr><td>{_e(fam)}</td><td>{_e(s.get('id', ''))}</td><td>{_e(s.get('generated', ''))}</td><td>{_e(refs)}</td></tr>"
+            )
+    if not rows:
+        return ""
+    return (
+        '<section id="samples"><h2>Generated captions</h2><table class="samples"><thead><tr>'
+        "<th>family</th><th>image</th><th>generated</th><th>reference</th></tr></thead>"
+        f"<tbody>{''.join(rows)}</tbody></table></section>"
+    )
+
+
+def _artifacts(paths: Sequence[str], link: Link) -> str:
+    lis = "".join(f'<li><a href="{_e(link(p))}">{_e(p)}</a></li>' for p in paths)
+    return f'<section id="artifacts"><h2>Artifacts</h2><ul>{lis}</ul></section>'
+
+
+def render_page(
+    report_dir: Path,
+    *,
+    workdir: Path | None = None,
+    link: Link | None = None,
+    artifacts: Sequence[str] = (),
+) -> str:
+    """The HTML page of the report in `report_dir` (its report.json and figures/).
+
+    Artifacts are named by their path in the job's `workdir` (default: the report directory's
+    parent): "metrics.json", "report/figures/quality.png". `link` turns such a path into a URL
+    (the gateway passes one that signs artifact URLs); by default, a path relative to the
+    report directory, for the page opened from disk. `artifacts` adds more paths to link.
+    """
+    report_dir = Path(report_dir).resolve()
+    workdir = Path(workdir).resolve() if workdir else report_dir.parent
+    if link is None:
+
+        def link(path: str) -> str:
+            return Path(os.path.relpath(workdir / path, report_dir)).as_posix()
+
+    report = json.loads((report_dir / REPORT_FILE).read_text())
+    page = Page(report_dir)
+    here = Path(os.path.relpath(report_dir, workdir)).as_posix()
+
+    def in_report(path: str) -> str:
+        return path if here == "." else f"{here}/{path}"
+
+    listed = [in_report(REPORT_FILE), in_report(PAGE_FILE), "metrics.json"]
+    listed += [in_report(p) for p in report["figures"].values()] + list(artifacts)
+    budget = ", ".join(
+        f"{k} {_num(v, 0) if isinstance(v, int | float) else v}"
+        for k, v in report["budget"].items()
+    )
+    seeds = max((len(s) for s in report["seeds"].values()), default=0)
+    curves = (
+        '<section id="curves"><h2>Learning curves</h2>'
+        + page.plot(
+            plots.learning_curves(report),
+            "quality on the validation split against samples seen: mean over seeds, band ±1 std, dashed: chance",
+        )
+        + page.plot(
+            plots.training_loss(report),
+            "training loss: each family's own objective (cross-entropy for token prediction, InfoNCE for VL-JEPA), so compare shapes, not values",
+        )
+        + "</section>"
+    )
+    quality = (
+        '<section id="quality"><h2>Final quality</h2>'
+        + page.plot(
+            plots.quality_bars(report), "test split, mean ± std over seeds; black ticks: chance"
+        )
+        + "</section>"
+    )
+    nav = "".join(
+        f'<a href="#{a}">{t}</a>'
+        for a, t in (
+            ("verdict", "Verdict"),
+            ("table", "Table"),
+            ("curves", "Learning curves"),
+            ("quality", "Quality"),
+            ("cost", "Cost"),
+            ("selective", "Selective decoding"),
+            ("pictures", "Inside the models"),
+            ("figures", "Figures"),
+            ("artifacts", "Artifacts"),
+        )
+    )
+    sections = (
+        _verdict(report)
+        + _table(report)
+        + curves
+        + quality
+        + _cost(report)
+        + _selective(report, page)
+        + _pictures(report, page)
+        + _samples(report)
+    )
+    # The charts' static versions, and any figure no section showed; each links to its file.
+    gallery = "".join(
+        f'<a href="{_e(link(in_report(p)))}">'
+        f"{page.image(p, name.replace('_', ' '), name.replace('_', ' '))}</a>"
+        for name, p in report["figures"].items()
+        if p not in page.shown
+    )
+    body = (
+        f"<header><h1>{_e(report['title'])}</h1>"
+        f"<p>{seeds} seed{'s' if seeds != 1 else ''} per family · budget {_e(budget)} · dataset "
+        f"{_e(report['dataset'].get('name'))} · report {_e(report['createdAt'])}</p></header>"
+        f"<nav>{nav}</nav><main>"
+        '<noscript><p class="note">The interactive plots need JavaScript; their static versions '
+        "are under Figures.</p></noscript>"
+        + sections
+        + '<section id="figures"><h2>Figures</h2><p class="note">Static versions of the charts '
+        "above (PNG); every figure is also listed under Artifacts.</p>"
+        + f'<div class="gallery">{gallery}</div></section>'
+        + _artifacts(listed, link)
+        + "</main>"
+    )
+    return (
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{_e(report['title'])} · vlarena report</title>"
+        '<link rel="icon" href="data:,">'
+        f"<style>{CSS}</style>"
+        f"<script>{plotly_js()}</script>"
+        f"</head><body>{body}{page.scripts()}</body></html>"
+    )
+
+
+def write_page(report_dir: Path, workdir: Path, artifacts: Sequence[str] = ()) -> Path:
+    """Writes report.html beside report.json, with links relative to the report directory."""
+    path = Path(report_dir) / PAGE_FILE
+    tmp = path.with_suffix(".tmp")
+    html_text = render_page(report_dir, workdir=workdir, artifacts=artifacts)
+    tmp.write_text(html_text, encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def render_index(entries: Sequence[Mapping[str, Any]]) -> str:
+    """A /reports index page: one row per report, from `report_summary` dicts with a `url`."""
+    rows = "".join(
+        f'<tr><td><a href="{_e(e["url"])}">{_e(e.get("jobId") or e["title"])}</a></td>'
+        f"<td>{_e(e['title'])}</td><td>{_e(e.get('createdAt', ''))}</td>"
+        f"<td>{_e(' '.join(e.get('verdict', [])[:2]))}</td></tr>"
+        for e in entries
+    )
+    empty = "" if entries else '<p class="note">No comparison reports yet.</p>'
+    return (
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>vlarena reports</title>'
+        f'<link rel="icon" href="data:,"><style>{CSS}</style></head><body>'
+        "<header><h1>Comparison reports</h1><p>One per compare job.</p></header><main><section>"
+        f"<table><thead><tr><th>job</th><th>comparison</th><th>created</th><th>verdict</th></tr></thead><tbody>{rows}</tbody></table>{empty}"
+        "</section></main></body></html>"
+    )
+
+
+def report_summary(report_dir: Path) -> dict[str, Any] | None:
+    """Title, date and verdict of the report in `report_dir` (None when there is none)."""
+    path = Path(report_dir) / REPORT_FILE
+    if not path.is_file():
+        return None
+    report = json.loads(path.read_text())
+    return {
+        "title": report["title"],
+        "createdAt": report["createdAt"],
+        "families": report["families"],
+        "verdict": report["verdict"]["summary"],
+    }
