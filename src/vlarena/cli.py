@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from vlarena.errors import UserInputError
+
 JOB_COMMANDS = ("train", "evaluate", "compare")
 
 
@@ -153,12 +155,7 @@ class ProgressPrinter:
                     tag, total=event["totalSamples"], info=info
                 )
             self.progress.update(self.tasks[tag], completed=event["samplesSeen"], info=info)
-            if (
-                (self.quiet
-                and event["percent"] in (100.0,))
-                or (self.quiet
-                and event["step"] % 100 == 0)
-            ):
+            if self.quiet and (event["percent"] >= 100.0 or event["step"] % 100 == 0):
                 self.console.print(
                     f"[{tag}] step {event['step']}/{event['totalSteps']} · {event['samplesSeen']} samples · {info}"
                 )
@@ -256,12 +253,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("gpu-check-out"))
     p.set_defaults(func=cmd_gpu_check)
 
-    try:
-        from vlarena.client.cli import register
-    except ImportError:
-        pass
-    else:
-        register(sub)
+    # Each component adds its own commands. Their modules import nothing heavy at the top, so
+    # `vlarena gateway` starts in the torch-free gateway image.
+    from vlarena.client.cli import register as register_platform
+    from vlarena.demo import register as register_demo
+    from vlarena.evaluation.report.cli import register as register_report
+    from vlarena.serving.cli import register as register_serving
+
+    register_platform(sub)
+    register_serving(sub)
+    register_report(sub)
+    register_demo(sub)
     return parser
 
 
@@ -271,11 +273,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    from vlarena.data.errors import DataError
-
     try:
         return args.func(args)
-    except (DataError, ValueError, FileNotFoundError) as exc:
+    except (UserInputError, ValueError, FileNotFoundError) as exc:
         print(f"vlarena: error: {exc}", file=sys.stderr)
         return 2
 

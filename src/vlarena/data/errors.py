@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from vlarena.errors import UserInputError
 
-class DataError(Exception):
+
+class DataError(UserInputError):
     """Base class of every data error, so callers can catch them together."""
 
 

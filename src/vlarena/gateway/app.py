@@ -11,9 +11,10 @@ from fastapi import FastAPI
 import vlarena
 from vlarena.gateway.auth import ApiKeys
 from vlarena.gateway.deps import Services
+from vlarena.gateway.documents import JobDocuments
 from vlarena.gateway.errors import install_error_handlers
 from vlarena.gateway.metrics import RequestMetrics
-from vlarena.gateway.routes import health, jobs, models
+from vlarena.gateway.routes import health, inference, jobs, models
 from vlarena.jobs.dispatch import JobDispatcher
 from vlarena.jobs.registry import ModelRegistry
 from vlarena.jobs.store import JobStore, connect
@@ -47,6 +48,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             settings=settings,
             keys=keys,
             store=store,
+            documents=JobDocuments(store),
             streams=JobStreams(redis, store.keys),
             registry=ModelRegistry(redis, store.keys, store.scripts),
             dispatcher=JobDispatcher(settings),
@@ -54,6 +56,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            # The inference service (Triton channels) is made on first use: close it if it was.
+            service = getattr(app.state, "inference", None)
+            if service is not None:
+                await service.close()
             await redis.aclose()
 
     app = FastAPI(
@@ -64,11 +70,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         openapi_tags=[
             {"name": "jobs", "description": "Training, evaluation and comparison jobs."},
             {"name": "models", "description": "The model registry: versions and aliases."},
+            {"name": "inference", "description": "Embeddings, classification, captions, VQA."},
             {"name": "health", "description": "Probes and Prometheus metrics."},
         ],
     )
     install_error_handlers(app)
     app.add_middleware(RequestMetrics)
-    for router in (jobs.router, models.router, health.router):
+    for router in (jobs.router, models.router, inference.router, health.router):
         app.include_router(router)
     return app

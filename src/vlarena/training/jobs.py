@@ -21,7 +21,12 @@ from vlarena.evaluation.evaluate import EvalConfig, evaluate_model, flat_values
 from vlarena.models.base import VLModel
 from vlarena.models.registry import build_model, family_names, load_model, make_config, save_model
 from vlarena.settings import get_settings
-from vlarena.training.distributed import DistContext, init_distributed, resolve_device
+from vlarena.training.distributed import (
+    DistContext,
+    init_distributed,
+    resolve_device,
+    shutdown_distributed,
+)
 from vlarena.training.examples import ExampleSource
 from vlarena.training.features import cached_features
 from vlarena.training.loop import StopRequested, TrainConfig, Trainer
@@ -239,6 +244,8 @@ def train_run(
         device=device,
     )
     result = trainer.fit()
+    if dist.enabled:
+        shutdown_distributed()
     if not dist.is_main:
         return {}
     auxiliary = model.train_auxiliary(source.targets(), tcfg.seed, on_event)
@@ -342,18 +349,26 @@ def metrics_document(
 def _train_job(
     spec: dict[str, Any], workdir: Path, on_event: OnEvent, should_stop
 ) -> dict[str, Any]:
+    from vlarena.serving.export import EXPORT_DIR, export_run, exported_files
+
     run = RunSpec.from_job(spec)
     full = open_dataset(run.dataset)
+    splits = Splits.of(full)
     record = train_run(
-        run, workdir / "run", on_event=on_event, should_stop=should_stop, splits=Splits.of(full)
+        run, workdir / "run", on_event=on_event, should_stop=should_stop, splits=splits
     )
     if not record:
         return {}
     doc = metrics_document(full, spec.get("budget") or {}, [record])
     _write_json(workdir / "metrics.json", doc)
+    artifacts = ["metrics.json", "run/result.json", f"run/{MODEL_FILE}"]
+    if spec.get("export", True):
+        # The last step: ONNX graphs and serving.json beside the model, for Triton.
+        served = export_run(workdir / "run", dataset=splits, on_event=on_event)
+        artifacts += [f"run/{EXPORT_DIR}/{name}" for name in exported_files(served)]
     return {
         "metrics": {k: v["value"] for k, v in record["metrics"].items()},
-        "artifacts": ["metrics.json", "run/result.json", f"run/{MODEL_FILE}"],
+        "artifacts": artifacts,
         "models": [
             {
                 "name": spec.get("modelName") or f"{run.family}-{full.info.name}",
@@ -402,20 +417,38 @@ def _compare_job(
         for name, s in body["summary"].items()
     }
     models = []
+    artifacts = ["metrics.json"]
     for fam in families:
-        best = workdir / fam / f"seed{base_seed}"
+        # Each family's first-seed model is registered (and exported for serving).
+        first_run = workdir / fam / f"seed{base_seed}"
         models.append(
             {
-                "name": spec.get("modelName") or f"{fam}-{full.info.name}",
+                "name": f"{fam}-{full.info.name}",
                 "family": fam,
                 "path": f"{fam}/seed{base_seed}/{MODEL_FILE}",
                 "metrics": {
                     k: v["value"]
-                    for k, v in json.loads((best / "result.json").read_text())["metrics"].items()
+                    for k, v in json.loads((first_run / "result.json").read_text())[
+                        "metrics"
+                    ].items()
                 },
             }
         )
-    return {"metrics": summary, "artifacts": ["metrics.json"], "models": models}
+        if spec.get("export", True):
+            from vlarena.serving.export import EXPORT_DIR, export_run, exported_files
+
+            _emit_log(on_event, f"compare: exporting {fam} for serving")
+            served = export_run(first_run, dataset=splits, on_event=on_event)
+            artifacts += [
+                f"{fam}/seed{base_seed}/{EXPORT_DIR}/{name}" for name in exported_files(served)
+            ]
+    report = spec.get("report", True)
+    if report is not False:  # the comparison report (`"report": false` skips it)
+        from vlarena.evaluation.report.report import report_config, write_report
+
+        cfg = report_config(report if isinstance(report, dict) else None, spec.get("evaluation"))
+        artifacts += write_report(workdir, cfg=cfg, on_event=on_event)
+    return {"metrics": summary, "artifacts": artifacts, "models": models}
 
 
 def _evaluate_job(

@@ -1,0 +1,221 @@
+"""The `vlarena` command end to end on a user's manifest: export, train, evaluate, DDP."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from vlarena.cli import main
+
+TINY = [
+    "--preset",
+    "tiny",
+    "--batch-size",
+    "16",
+    "--warmup-steps",
+    "2",
+    "--quiet",
+    "--eval",
+    "maxImages=16",
+    "--eval",
+    "generateImages=4",
+    "--eval",
+    "retrievalPools=[8]",
+    "--eval",
+    "latencyRepeats=1",
+    "--eval",
+    "curvePoints=0",
+]
+
+
+def vlarena(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    exe = Path(sys.executable).with_name("vlarena")
+    return subprocess.run(
+        [str(exe), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **(env or {})},
+    )
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("export")
+    done = vlarena(
+        "data",
+        "export",
+        "fashion-grid",
+        str(out),
+        "--option",
+        "n_train=96",
+        "--option",
+        "n_val=16",
+        "--option",
+        "n_test=32",
+    )
+    assert done.returncode == 0, done.stderr
+    return Path(done.stdout.strip())
+
+
+@pytest.fixture(scope="module")
+def trained(exported, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("train")
+    done = vlarena(
+        "train",
+        "--model",
+        "token-vlm",
+        "--dataset",
+        str(exported),
+        "--budget-steps",
+        "5",
+        *TINY,
+        "--out",
+        str(out),
+    )
+    assert done.returncode == 0, done.stderr
+    assert "caption_of_10" in done.stdout  # the results table
+    return out
+
+
+def test_train_on_an_exported_manifest_writes_metrics_and_model(trained):
+    doc = json.loads((trained / "metrics.json").read_text())
+    assert doc["schema"] == "vlarena.metrics/v1"
+    seed = doc["families"]["token-vlm"]["seeds"][0]
+    assert seed["steps"] == 5 and seed["samplesSeen"] == 80
+    assert (trained / "run" / "model.pt").exists()
+    assert not (trained / "run" / "checkpoint.pt").exists()  # cleared once the run finished
+
+
+def test_evaluate_a_run_on_its_own_dataset(trained):
+    done = vlarena(
+        "evaluate",
+        str(trained),
+        "--eval",
+        "maxImages=16",
+        "--eval",
+        "generateImages=2",
+        "--eval",
+        "retrievalPools=[4]",
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads((trained / "evaluation.json").read_text())
+    assert result["metrics"]["caption_of_10"]["chance"] == pytest.approx(0.1)
+    assert result["metrics"]["i2t_r1@4"]["chance"] == pytest.approx(0.25)
+    assert result["images"] == 16
+
+
+def test_two_process_ddp_run_equals_one_process_run_with_the_same_global_batch(
+    exported, trained, tmp_path
+):
+    torchrun = Path(sys.executable).with_name("torchrun")
+    out = tmp_path / "ddp"
+    cmd = [
+        str(torchrun),
+        "--standalone",
+        "--nnodes",
+        "1",
+        "--nproc-per-node",
+        "2",
+        "-m",
+        "vlarena.cli",
+        "train",
+        "--model",
+        "token-vlm",
+        "--dataset",
+        str(exported),
+        "--budget-steps",
+        "5",
+        *TINY,
+        "--out",
+        str(out),
+    ]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    one = torch.load(trained / "run" / "model.pt", weights_only=False)["state_dict"]
+    two = torch.load(out / "run" / "model.pt", weights_only=False)["state_dict"]
+    assert one.keys() == two.keys()
+    for k in one:
+        assert torch.allclose(one[k], two[k], atol=1e-5), k
+
+
+def test_bad_input_is_a_clear_error_with_exit_code_2(tmp_path, capsys):
+    bad = tmp_path / "manifest.jsonl"
+    bad.write_text('{"image": "missing.png", "captions": ["a bag"]}\n')
+    assert (
+        main(
+            [
+                "train",
+                "--model",
+                "token-vlm",
+                "--dataset",
+                str(bad),
+                "--budget-steps",
+                "1",
+                "--out",
+                str(tmp_path / "o"),
+                "--quiet",
+            ]
+        )
+        == 2
+    )
+    assert "missing.png" in capsys.readouterr().err
+    assert (
+        main(
+            [
+                "train",
+                "--model",
+                "nope",
+                "--dataset",
+                "fashion-grid",
+                "--budget-steps",
+                "1",
+                "--out",
+                str(tmp_path / "o"),
+                "--quiet",
+            ]
+        )
+        == 2
+    )
+    with pytest.raises(SystemExit):
+        main(
+            [
+                "train",
+                "--model",
+                "token-vlm",
+                "--dataset",
+                "fashion-grid",
+                "--budget-steps",
+                "1",
+                "--out",
+                str(tmp_path),
+                "--config",
+                "novalue",
+            ]
+        )
+
+
+def test_metrics_table_prints_both_families(tiny_compare, capsys):
+    from vlarena.evaluation.tables import print_metrics_table
+
+    print_metrics_table(tiny_compare["metrics"])
+    out = capsys.readouterr().out
+    assert "token-vlm" in out and "vl-jepa" in out and "trainable params" in out
+
+
+def test_gpu_check_says_when_there_is_no_gpu(tmp_path, capsys, monkeypatch):
+    import torch
+
+    from vlarena.training import gpu_check
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert gpu_check.gpu_check(tmp_path) == 2
+    assert "no CUDA device" in capsys.readouterr().out
+    # The parity probe itself runs on any device: on the CPU it compares the CPU with itself.
+    assert gpu_check.attention_parity(torch.device("cpu")) == 0.0
