@@ -41,6 +41,9 @@ def test_chart_copy_of_monitoring_is_current() -> None:
 def render_with_monitoring_files(tmp_path: Path, *api_versions: str) -> list[dict]:
     chart = tmp_path / "vlarena"
     shutil.copytree(CHART, chart)
+    # Only the files below: the shipped ones are rendered in their own test.
+    for shipped in [*(chart / "files").glob("*/*.json"), *(chart / "files").glob("*/*.y*ml")]:
+        shipped.unlink()
     dashboard = {"title": "vlarena API", "uid": "vlarena-api", "panels": []}
     (chart / "files" / "dashboards" / "api_overview.json").write_text(json.dumps(dashboard))
     rules = {
@@ -83,6 +86,30 @@ def test_rule_files_become_one_prometheus_rule_verbatim(tmp_path: Path) -> None:
     (rule,) = by_kind(objects, "PrometheusRule")
     (group,) = rule["spec"]["groups"]
     assert group["rules"][0]["annotations"]["summary"] == "{{ $labels.route }} fails"
+
+
+def test_shipped_dashboards_and_rules_render() -> None:
+    objects = [
+        d
+        for d in yaml.safe_load_all(helm(*template_args(api_versions=[MONITORING_API])).stdout)
+        if d
+    ]
+    shipped = expected_copies()
+    dashboards = {
+        name
+        for c in by_kind(objects, "ConfigMap")
+        if c["metadata"]["labels"].get("grafana_dashboard") == "1"
+        for name in c["data"]
+    }
+    assert dashboards == {k.removeprefix("dashboards/") for k in shipped if k.startswith("dash")}
+    (rule,) = by_kind(objects, "PrometheusRule")
+    groups = [
+        group
+        for name, text in shipped.items()
+        if name.startswith("rules/")
+        for group in yaml.safe_load(text)["groups"]
+    ]
+    assert rule["spec"]["groups"] == groups
 
 
 def test_no_prometheus_rule_without_rule_files() -> None:

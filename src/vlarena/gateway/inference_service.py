@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from collections import OrderedDict
 from typing import Annotated, TypeVar
 
@@ -18,6 +19,7 @@ from vlarena.gateway.deps import Services
 from vlarena.gateway.errors import ApiError, validation_details
 from vlarena.gateway.inference_collections import CollectionStore
 from vlarena.gateway.inference_schemas import InferenceRequest, ServedModelInfo
+from vlarena.gateway.metrics import INFERENCE_DURATION, TRITON_ERRORS
 from vlarena.jobs.records import ModelVersion
 from vlarena.jobs.registry import ModelRegistry
 from vlarena.serving.client import ServingFailed, ServingUnavailable, TritonPool, TritonRunner
@@ -116,18 +118,25 @@ class InferenceService:
 
 
 @contextlib.contextmanager
-def serving_errors(retry_after: int):
-    """Serving failures as API errors: 503 with Retry-After while no replica can answer."""
+def serving_errors(retry_after: int, endpoint: str, model: str):
+    """Runs the model work of one inference route: times it (`vlarena_inference_duration_seconds`)
+    and turns serving failures into API errors, 503 with Retry-After while no replica can answer
+    (counted in `vlarena_triton_errors_total`)."""
+    start = time.perf_counter()
     try:
         yield
     except ServingUnavailable as exc:
+        TRITON_ERRORS.labels(model, endpoint, "unavailable").inc()
         raise ApiError(
             503, "model_unavailable", str(exc), headers={"Retry-After": str(retry_after)}
         ) from None
     except ServingFailed as exc:
+        TRITON_ERRORS.labels(model, endpoint, "failed").inc()
         raise ApiError(502, "inference_failed", str(exc)) from None
     except UnsupportedVerb as exc:
         raise ApiError(422, "unsupported_for_family", str(exc)) from None
+    finally:
+        INFERENCE_DURATION.labels(model, endpoint).observe(time.perf_counter() - start)
 
 
 _lock = asyncio.Lock()

@@ -1,10 +1,10 @@
-"""The gateway's Prometheus metrics: per-request series, and job gauges read from Redis.
+"""The gateway's Prometheus metrics: per-request and inference series, and job gauges from Redis.
 
-Per-request counters and histograms live in each uvicorn worker process. When the gateway runs
-several processes, `vlarena gateway` points `PROMETHEUS_MULTIPROC_DIR` at a directory they share
-(prometheus_client's multiprocess mode) and `/metrics` sums every process's files, so any
-process answers for all. Job and queue gauges are read from Redis at scrape time, so they are
-the same whichever process (or gateway replica) is scraped: aggregate them with `max`.
+Per-request counters, histograms and the in-flight gauge live in each uvicorn worker process.
+When the gateway runs several processes, `vlarena gateway` points `PROMETHEUS_MULTIPROC_DIR` at a
+directory they share (prometheus_client's multiprocess mode) and `/metrics` sums every process's
+files, so any process answers for all. Job and queue gauges are read from Redis at scrape time,
+so they are the same whichever process (or gateway replica) is scraped: aggregate them with `max`.
 """
 
 from __future__ import annotations
@@ -19,13 +19,19 @@ from prometheus_client import (
     REGISTRY,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
+    disable_created_metrics,
     generate_latest,
     multiprocess,
 )
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+# A `_created` timestamp per counter and histogram child doubles the series and says nothing
+# Prometheus does not already know.
+disable_created_metrics()
 
 HTTP_REQUESTS = Counter(
     "vlarena_http_requests_total",
@@ -38,8 +44,26 @@ HTTP_REQUEST_DURATION = Histogram(
     ["route", "method"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
 )
+HTTP_IN_FLIGHT = Gauge(
+    "vlarena_http_requests_in_flight",
+    "HTTP requests the gateway is answering now (streams included).",
+    multiprocess_mode="livesum",
+)
 JOBS_SUBMITTED = Counter(
     "vlarena_jobs_submitted_total", "Jobs created through the API, by type.", ["type"]
+)
+INFERENCE_DURATION = Histogram(
+    "vlarena_inference_duration_seconds",
+    "Time an inference route spent on its model (Triton calls and the pipeline around them), "
+    "by registered model and endpoint; failed calls included.",
+    ["model", "endpoint"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+)
+TRITON_ERRORS = Counter(
+    "vlarena_triton_errors_total",
+    "Inference calls Triton did not answer: `unavailable` (down, slow, model not loaded; the "
+    "API says 503) or `failed` (Triton rejected the request; 502), by model and endpoint.",
+    ["model", "endpoint", "reason"],
 )
 
 
@@ -58,6 +82,7 @@ class RequestMetrics:
             return
         start = time.perf_counter()
         status = 500
+        HTTP_IN_FLIGHT.inc()
 
         async def send_with_status(message: Message) -> None:
             nonlocal status
@@ -81,6 +106,7 @@ class RequestMetrics:
                 self._timers[(template, method)] = timer
             counter.inc()
             timer.observe(time.perf_counter() - start)
+            HTTP_IN_FLIGHT.dec()
 
 
 class _JobGauges(Collector):
@@ -88,6 +114,9 @@ class _JobGauges(Collector):
 
     def __init__(self, counts: dict[str, Any]) -> None:
         self.counts = counts
+
+    def describe(self) -> Iterable[Metric]:
+        return _JobGauges({"jobs": {}, "waiting": {}, "workers": {}}).collect()
 
     def collect(self) -> Iterable[Metric]:
         jobs = GaugeMetricFamily(

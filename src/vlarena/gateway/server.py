@@ -9,6 +9,7 @@ from pathlib import Path
 
 import uvicorn
 
+from vlarena.json_logs import logging_config
 from vlarena.settings import Settings
 
 
@@ -40,6 +41,7 @@ def serve(settings: Settings) -> int:
             port=settings.gateway_port,
             workers=settings.gateway_workers,
             access_log=settings.gateway_access_log,
+            log_config=logging_config(settings.log_level, settings.log_format),
             proxy_headers=True,
             timeout_graceful_shutdown=10,
         )

@@ -147,7 +147,11 @@ async def _sync(args: argparse.Namespace) -> int:
 
 
 def cmd_triton_sync(args: argparse.Namespace) -> int:
-    logging.getLogger("vlarena").setLevel(logging.INFO)
+    from vlarena.json_logs import configure_logging
+    from vlarena.settings import get_settings
+
+    settings = get_settings()
+    configure_logging(settings.log_level, settings.log_format)
     return asyncio.run(_sync(args))
 
 

@@ -15,6 +15,7 @@ from celery import Celery
 
 from vlarena.jobs.dispatch import JobDispatcher
 from vlarena.jobs.store import QUEUES, JobStore, connect
+from vlarena.json_logs import job_context
 from vlarena.settings import Settings
 from vlarena.worker import metrics
 from vlarena.worker.execution import JobExecution
@@ -85,10 +86,17 @@ class WorkerRuntime:
         self.current_job = claim.job_id
         self._register()
         try:
-            JobExecution(self, claim).run()
+            with job_context(claim.job_id):
+                log.info("attempt %d of %s starts on %s", claim.attempt, claim.job_id, queue)
+                JobExecution(self, claim).run()
         finally:
             self.current_job = ""
             self._register()
+
+    def running_job(self) -> dict[str, str] | None:
+        """The stored hash of the job this worker runs now, or None when it is idle."""
+        job_id = self.current_job
+        return self.call(self.store.fields(job_id), timeout=2) if job_id else None
 
     def _register(self) -> None:
         info = {

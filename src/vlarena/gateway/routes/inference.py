@@ -113,7 +113,7 @@ async def embed_image(
     body, uploads = await read_body(request, EmbedImageRequest, inference.settings)
     model, info = await inference.model(body)
     images = await _images(body, uploads, model, inference)
-    with serving_errors(inference.settings.retry_after_seconds):
+    with serving_errors(inference.settings.retry_after_seconds, "embed_image", info.name):
         tokens = await model.image_tokens(images)
         queries = [body.query] * len(images) if body.query else None
         emb = normalize(await model.predict_embedding(tokens, queries))
@@ -135,7 +135,7 @@ async def embed_text(
 ) -> EmbeddingsResponse:
     """VL-JEPA's target embeddings of texts (MiniLM + head)."""
     model, info = await inference.model(body)
-    with serving_errors(inference.settings.retry_after_seconds):
+    with serving_errors(inference.settings.retry_after_seconds, "embed_text", info.name):
         emb = normalize(await model.encode_text(body.texts))
     return EmbeddingsResponse(model=info, dim=emb.shape[1], embeddings=emb.tolist())
 
@@ -157,7 +157,7 @@ async def classify(
     _check_candidates(body.labels, "labels", inference)
     model, info = await inference.model(body)
     images = await _images(body, uploads, model, inference)
-    with serving_errors(inference.settings.retry_after_seconds):
+    with serving_errors(inference.settings.retry_after_seconds, "classify", info.name):
         tokens = await model.image_tokens(images)
         queries = [body.query] * len(images) if body.query else None
         scores = await model.score_candidates(tokens, body.labels, queries)
@@ -186,7 +186,7 @@ async def caption(
     body, uploads = await read_body(request, CaptionRequest, inference.settings)
     model, info = await inference.model(body)
     images = await _images(body, uploads, model, inference)
-    with serving_errors(inference.settings.retry_after_seconds):
+    with serving_errors(inference.settings.retry_after_seconds, "caption", info.name):
         tokens = await model.image_tokens(images)
         captions = await model.generate(tokens, max_len=body.max_length)
     return CaptionResponse(model=info, captions=captions)
@@ -206,7 +206,7 @@ async def vqa(request: Request, _principal: ReadAccess, inference: InferenceDep)
     model, info = await inference.model(body)
     images = await _images(body, uploads, model, inference)
     queries = [body.question] * len(images)
-    with serving_errors(inference.settings.retry_after_seconds):
+    with serving_errors(inference.settings.retry_after_seconds, "vqa", info.name):
         tokens = await model.image_tokens(images)
         if body.choices:
             _check_candidates(body.choices, "choices", inference)
@@ -345,7 +345,7 @@ async def add_items(
     texts = [(i, item.text) for i, item in enumerate(body.items) if item.text is not None]
     pictures = [(i, item.image) for i, item in enumerate(body.items) if item.image is not None]
     vectors: np.ndarray | None = None
-    with serving_errors(inference.settings.retry_after_seconds):
+    with serving_errors(inference.settings.retry_after_seconds, "collection_items", found.model):
         parts: list[tuple[list[int], np.ndarray]] = []
         if texts:
             parts.append(([i for i, _ in texts], await model.encode_text([t for _, t in texts])))
@@ -391,7 +391,7 @@ async def retrieve(
         raise ApiError(422, "validation_error", "give exactly one query: `text` or `image`")
     found = await _require_collection(inference, body.collection)
     model, info = await _collection_model(inference, found)
-    with serving_errors(inference.settings.retry_after_seconds):
+    with serving_errors(inference.settings.retry_after_seconds, "retrieve", info.name):
         if body.text is not None:
             query = (await model.encode_text([body.text]))[0]
         else:
