@@ -183,7 +183,9 @@ def test_gpu_worker_pool_runs_the_cuda_image_on_the_gpu_pool() -> None:
     assert env_of(gpu_worker)["VLARENA_WORKER_QUEUES"] == "gpu"
     assert env_of(gpu_worker)["VLARENA_DEVICE"] == "cuda"
     cpu_worker = container(named(objects, "Deployment", full("worker-cpu")), "worker")
-    assert env_of(cpu_worker)["VLARENA_WORKER_QUEUES"] == "cpu"
+    # The CPU pool launches multi-node jobs on Kubernetes too (worker.kubernetes.enabled).
+    assert env_of(cpu_worker)["VLARENA_WORKER_QUEUES"] == "cpu,cluster"
+    assert env_of(cpu_worker)["VLARENA_KUBERNETES_ENABLED"] == "true"
 
 
 def test_nothing_runs_on_the_gpu_pool_with_gpus_off() -> None:

@@ -59,6 +59,18 @@ class Checkpoint(RecordModel):
     attempt: int | None = None
 
 
+class ClusterState(RecordModel):
+    """Where a multi-node job's Kubernetes pods are, as the worker following them last saw."""
+
+    state: str = Field(description="QUEUED, RUNNING, RETRYING, SUCCEEDED or FAILED.")
+    reason: str | None = None
+    message: str | None = None
+    pods: dict[str, int] = Field(default_factory=dict, description="Pods by phase.")
+    name: str | None = Field(default=None, description="The Kubernetes Job.")
+    namespace: str | None = None
+    updated_at: datetime | None = None
+
+
 class AttemptOutcome(StrEnum):
     RUNNING = "running"
     SUCCEEDED = "succeeded"
@@ -109,6 +121,7 @@ class JobRecord(RecordModel):
     progress: Progress | None = None
     metrics: LatestMetrics | None = None
     checkpoint: Checkpoint | None = None
+    cluster: ClusterState | None = None
     attempts: list[Attempt] = Field(default_factory=list)
     retries: int = 0
     max_retries: int
@@ -158,7 +171,7 @@ class JobRecord(RecordModel):
             "workdir": fields.get("workdir"),
             "models": models,
         }
-        for name in ("progress", "metrics", "checkpoint", "error", "result"):
+        for name in ("progress", "metrics", "checkpoint", "cluster", "error", "result"):
             if fields.get(name):
                 data[name] = json.loads(fields[name])
         return cls.model_validate(data)

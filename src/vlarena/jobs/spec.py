@@ -135,14 +135,13 @@ class Resources(SpecModel):
         default=0, ge=0, le=64, description="GPUs; > 0 sends the job to a GPU worker."
     )
     gpu_type: str | None = Field(default=None, description="e.g. nvidia-h100.")
-    nodes: int = Field(default=1, ge=1, description="Nodes; only 1 is supported for now.")
-
-    @field_validator("nodes")
-    @classmethod
-    def _single_node(cls, nodes: int) -> int:
-        if nodes > 1:
-            raise ValueError("multi-node jobs (nodes > 1) are not supported yet; use nodes: 1")
-        return nodes
+    nodes: int = Field(
+        default=1,
+        ge=1,
+        le=256,
+        description="Nodes; > 1 runs a train job as a Kubernetes Job of `nodes` pods (torchrun, "
+        "DDP), each with `gpus` GPUs, launched by a worker with Kubernetes enabled.",
+    )
 
 
 class Source(SpecModel):
@@ -198,6 +197,14 @@ class PlatformFields(SpecModel):
     validate_only: bool = Field(
         default=False, description="Validate and return the normalised spec; create nothing."
     )
+
+    @model_validator(mode="after")
+    def _multi_node_trains_only(self) -> PlatformFields:
+        if self.resources.nodes > 1 and getattr(self, "type", "train") != "train":
+            raise ValueError(
+                "resources.nodes > 1 (multi-node) applies to train jobs only; use nodes: 1"
+            )
+        return self
 
 
 class TrainJobSpec(PlatformFields):
@@ -282,8 +289,16 @@ def spec_fingerprint(document: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+def is_multi_node(spec: dict[str, Any]) -> bool:
+    """Whether a stored spec runs as a Kubernetes Job of several nodes."""
+    return int((spec.get("resources") or {}).get("nodes", 1)) > 1
+
+
 def queue_for(spec: TrainJobSpec | EvaluateJobSpec | CompareJobSpec) -> str:
-    """The worker queue a job waits in: GPU jobs wait for a GPU worker."""
+    """The worker queue a job waits in: GPU jobs wait for a GPU worker; multi-node jobs wait
+    for a worker that can launch them on Kubernetes (their GPUs belong to their pods)."""
+    if spec.resources.nodes > 1:
+        return "cluster"
     return "gpu" if spec.resources.gpus > 0 else "cpu"
 
 

@@ -26,7 +26,9 @@ from vlarena.jobs.spec import (
 from vlarena.jobs.states import JobState
 from vlarena.settings import Settings
 
-QUEUES: tuple[str, ...] = ("cpu", "gpu")
+# cpu and gpu jobs run in a worker; cluster jobs (nodes > 1) run as Kubernetes Jobs that a
+# worker with VLARENA_KUBERNETES_ENABLED launches and follows.
+QUEUES: tuple[str, ...] = ("cpu", "gpu", "cluster")
 # Longest retry backoff: doubling stops here.
 RETRY_BACKOFF_CAP_SECONDS = 300.0
 

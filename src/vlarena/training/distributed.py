@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
+import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -50,3 +53,37 @@ def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
     if name != "cpu":
         raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {name!r}")
     return torch.device("cpu")
+
+
+def torchrun_command(
+    module_args: Sequence[str],
+    *,
+    nproc_per_node: int,
+    nnodes: int = 1,
+    node_rank: str | None = None,
+    master: tuple[str, int] | None = None,
+    executable: str | None = None,
+) -> list[str]:
+    """`torchrun ... -m vlarena.cli <module_args>`: one machine (standalone) or one of `nnodes`.
+
+    Several nodes meet at `master` (host, port), where node rank 0 runs the store; `node_rank`
+    may be a string the container runtime expands, e.g. `$(JOB_COMPLETION_INDEX)`.
+    """
+    if executable is None:
+        beside = os.path.join(os.path.dirname(sys.executable), "torchrun")
+        executable = beside if os.path.exists(beside) else shutil.which("torchrun") or "torchrun"
+    command = [executable, "--nnodes", str(nnodes), "--nproc-per-node", str(nproc_per_node)]
+    if nnodes == 1 and master is None:
+        command.append("--standalone")
+    else:
+        if master is None or node_rank is None:
+            raise ValueError("several nodes need a master address and a node rank")
+        command += [
+            "--node-rank",
+            node_rank,
+            "--master-addr",
+            master[0],
+            "--master-port",
+            str(master[1]),
+        ]
+    return [*command, "-m", "vlarena.cli", *module_args]

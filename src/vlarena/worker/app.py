@@ -8,12 +8,14 @@ import threading
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_ready, worker_shutdown, worker_shutting_down
-from prometheus_client import start_http_server
+from celery.signals import setup_logging, worker_ready, worker_shutdown, worker_shutting_down
+from prometheus_client import REGISTRY, start_http_server
 
 from vlarena.jobs.dispatch import RUN_NEXT_JOB_TASK, celery_config, celery_queue
 from vlarena.jobs.store import QUEUES
+from vlarena.json_logs import configure_logging
 from vlarena.settings import Settings, get_settings
+from vlarena.worker.metrics import RunningJobGauges
 from vlarena.worker.runtime import WorkerRuntime
 
 log = logging.getLogger(__name__)
@@ -33,6 +35,15 @@ def run_next_job(queue: str) -> None:
     _runtime.run_next(queue)
 
 
+@setup_logging.connect
+def _configure_logging(loglevel: int | str | None = None, **_: Any) -> None:
+    # Connected, this replaces Celery's own log set-up: the worker logs JSON lines like the
+    # gateway, and the records of a job's attempt carry its id.
+    settings = get_settings()
+    level = logging.getLevelName(loglevel) if isinstance(loglevel, int) else loglevel
+    configure_logging(level or settings.log_level, settings.log_format)
+
+
 @worker_ready.connect
 def _start_runtime(**_: Any) -> None:
     global _runtime
@@ -40,6 +51,7 @@ def _start_runtime(**_: Any) -> None:
     _runtime = WorkerRuntime(settings, _queues, celery_app)
     _runtime.start()
     if settings.worker_metrics_port:
+        REGISTRY.register(RunningJobGauges(_runtime.running_job))
         start_http_server(settings.worker_metrics_port)
     # Import the ML core (torch) now, in the background, so the first job starts at once.
     threading.Thread(target=_preload_ml_core, name="vlarena-preload", daemon=True).start()
@@ -66,16 +78,23 @@ def _stop_runtime(**_: Any) -> None:
         _runtime.stop()
 
 
-def resolve_queues(setting: str) -> list[str]:
-    """`cpu`, `gpu`, `cpu,gpu`, or `auto`: cpu, plus gpu when CUDA is available."""
+def resolve_queues(setting: str, kubernetes: bool = False) -> list[str]:
+    """`cpu`, `gpu`, `cluster` or a comma-separated mix, or `auto`: cpu, plus gpu when CUDA is
+    available, plus cluster when the worker may launch Kubernetes Jobs."""
     if setting.strip() == "auto":
         import torch
 
-        return ["cpu", "gpu"] if torch.cuda.is_available() else ["cpu"]
+        queues = ["cpu", "gpu"] if torch.cuda.is_available() else ["cpu"]
+        return [*queues, "cluster"] if kubernetes else queues
     queues = [q.strip() for q in setting.split(",") if q.strip()]
     unknown = sorted(set(queues) - set(QUEUES))
     if unknown or not queues:
         raise ValueError(f"worker queues must be among {', '.join(QUEUES)}; got {setting!r}")
+    if "cluster" in queues and not kubernetes:
+        raise ValueError(
+            "the cluster queue holds multi-node jobs: serve it only with "
+            "VLARENA_KUBERNETES_ENABLED=true"
+        )
     return queues
 
 
@@ -83,7 +102,7 @@ def run_worker(settings: Settings | None = None, *, loglevel: str = "INFO") -> i
     """Starts a worker in this process: one job at a time, from the configured queues."""
     global _queues
     settings = settings or get_settings()
-    _queues = resolve_queues(settings.worker_queues)
+    _queues = resolve_queues(settings.worker_queues, settings.kubernetes_enabled)
     celery_app.conf.update(celery_config(settings))
     argv = [
         "worker",

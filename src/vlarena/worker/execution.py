@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
@@ -12,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from vlarena.jobs.spec import is_multi_node
 from vlarena.jobs.store import Claim, RegisteredVersion
 from vlarena.worker import metrics
 
@@ -167,6 +169,8 @@ class JobExecution:
         self._progress: JobProgress | None = None
         self._job_type = "train"
         self.workdir = Path()
+        # The state the attempt's end left the job in (None while running, or when fenced).
+        self.job_state: str | None = None
 
     # Helpers running store calls on the runtime's loop.
 
@@ -260,6 +264,13 @@ class JobExecution:
             self._write(
                 logs=[(str(event.get("level", "info")), prefix + str(event.get("message")))]
             )
+        elif kind == "cluster":  # the state of a multi-node job's Kubernetes pods
+            level = "warning" if event.get("state") in ("RETRYING", "FAILED") else "info"
+            cluster = {k: v for k, v in event.items() if k != "type"} | {"updatedAt": now_ms}
+            self._write(
+                fields={"cluster": json.dumps(cluster)},
+                events=[(level, f"Cluster{event.get('reason')!s}", str(event.get("message")))],
+            )
         else:
             self._write(logs=[("debug", prefix + json.dumps(event, default=str))])
 
@@ -272,6 +283,7 @@ class JobExecution:
             return
         spec = record.spec
         self._job_type = record.type
+        metrics.job_started(record, self.claim.attempt)
         job_dir = runtime.settings.artifact_dir / "jobs" / record.id
         started = time.monotonic()
         lease = threading.Thread(target=self._keep_lease, name="vlarena-lease", daemon=True)
@@ -289,6 +301,12 @@ class JobExecution:
             )
             self._progress = JobProgress(spec, families)
             runner = JOB_RUNNERS[record.type]
+            if is_multi_node(spec):
+                from vlarena.worker.launcher import run_on_cluster
+
+                runner = functools.partial(
+                    run_on_cluster, runtime.settings, record.id, self.claim.attempt
+                )
             result = runner(
                 spec, self.workdir, on_event=self.on_event, should_stop=self.should_stop
             )
@@ -299,7 +317,7 @@ class JobExecution:
             lease.join(timeout=10)
             metrics.BUSY.set(0)
         outcome = self._finish(record.type, error, result, job_dir)
-        metrics.ATTEMPTS.labels(record.type, outcome).inc()
+        metrics.job_ended(record.type, outcome, self.job_state)
         metrics.ATTEMPT_DURATION.labels(record.type).observe(time.monotonic() - started)
 
     def _finish(
@@ -325,6 +343,7 @@ class JobExecution:
                     models=models,
                 )
             )
+            self.job_state = finish.state
             if finish.state == "SUCCEEDED":
                 prune_attempt_dirs(job_dir, keep=self.workdir)
             return "succeeded"
@@ -338,6 +357,7 @@ class JobExecution:
             outcome, message = "failed", f"{type(error).__name__}: {error}"
             log.error("job %s failed", self.claim.job_id, exc_info=error)
         finish = self.runtime.call(store.finish(self.claim, outcome, message=message))
+        self.job_state = finish.state
         if finish.wake_queue:
             self.runtime.wake(finish.wake_queue)
         return outcome
