@@ -3,12 +3,19 @@ model, evaluation and CLI tests share instead of training their own."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 
 TINY_DATA = {"name": "fashion-grid", "options": {"n_train": 192, "n_val": 32, "n_test": 64}}
 TINY_EVAL = {
@@ -93,3 +100,47 @@ def tiny_test_visual(tiny_models, tiny_splits):
 
     model = next(iter(tiny_models.values()))
     return visual_inputs(model, tiny_splits.test, tiny_splits.full, lambda _e: None)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed (make system-deps)")
+    directory = tmp_path_factory.mktemp("serving-redis")
+    port = _free_port()
+    process = subprocess.Popen(
+        [
+            "redis-server",
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(directory),
+        ],
+        stdout=(directory / "redis.log").open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    client = redis.Redis(port=port)
+    deadline = time.monotonic() + 10
+    while True:
+        with contextlib.suppress(redis.ConnectionError):
+            if client.ping():
+                break
+        if time.monotonic() > deadline:
+            process.kill()
+            pytest.fail("redis-server did not start")
+        time.sleep(0.05)
+    yield f"redis://127.0.0.1:{port}/0"
+    process.terminate()
+    process.wait(10)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -111,38 +112,39 @@ def test_evaluate_a_run_on_its_own_dataset(trained):
     assert result["images"] == 16
 
 
-def test_two_process_ddp_run_equals_one_process_run_with_the_same_global_batch(
-    exported, trained, tmp_path
-):
-    torchrun = Path(sys.executable).with_name("torchrun")
-    out = tmp_path / "ddp"
-    cmd = [
-        str(torchrun),
-        "--standalone",
-        "--nnodes",
-        "1",
-        "--nproc-per-node",
-        "2",
-        "-m",
-        "vlarena.cli",
-        "train",
-        "--model",
-        "token-vlm",
-        "--dataset",
-        str(exported),
-        "--budget-steps",
-        "5",
-        *TINY,
-        "--out",
-        str(out),
-    ]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    one = torch.load(trained / "run" / "model.pt", weights_only=False)["state_dict"]
-    two = torch.load(out / "run" / "model.pt", weights_only=False)["state_dict"]
+def same_parameters(a: Path, b: Path) -> None:
+    one = torch.load(a / "run" / "model.pt", weights_only=False)["state_dict"]
+    two = torch.load(b / "run" / "model.pt", weights_only=False)["state_dict"]
     assert one.keys() == two.keys()
     for k in one:
         assert torch.allclose(one[k], two[k], atol=1e-5), k
+
+
+def test_two_process_run_equals_one_process_run_and_its_checkpoint_resumes_on_one(
+    exported, trained, tmp_path
+):
+    """`--nodes 2`: torchrun, two gloo processes, the same global batch as one process."""
+    out = tmp_path / "ddp"
+    args = ["train", "--model", "token-vlm", "--dataset", str(exported), "--budget-steps", "5"]
+    args += [*TINY, "--out", str(out)]
+    stopped = vlarena(*args, "--nodes", "2", "--stop-after-steps", "3")
+    assert stopped.returncode == 0, stopped.stderr[-3000:]
+    assert "stopped at step 3" in stopped.stderr
+    checkpoint = torch.load(out / "run" / "checkpoint.pt", weights_only=False)
+    assert checkpoint["step"] == 3 and not (out / "run" / "model.pt").exists()
+    alone = tmp_path / "resumed-alone"
+    shutil.copytree(out, alone)
+
+    two = vlarena(*args, "--nodes", "2")
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert "caption_of_10" in two.stdout  # rank 0 alone prints the results
+    assert two.stderr.count("resumed from checkpoint at step 3") == 1
+    same_parameters(trained, out)
+
+    one = vlarena(*args[:-1], str(alone))
+    assert one.returncode == 0, one.stderr[-3000:]
+    assert "resumed from checkpoint at step 3" in one.stderr
+    same_parameters(trained, alone)
 
 
 def test_bad_input_is_a_clear_error_with_exit_code_2(tmp_path, capsys):

@@ -43,6 +43,7 @@ def test_demo_compares_promotes_and_serves(tmp_path: Path) -> None:
     for row in summary["served"]:
         assert row["caption"].strip() and row["topLabel"]
     assert Path(summary["report"]).is_file()
+    assert f"/v1/jobs/{summary['job']}/report?expires=" in summary["reportLink"]
     assert "promoted" in result.stdout and "served through the gateway" in result.stdout
     # Everything it started has stopped: its ports answer no more.
     import httpx

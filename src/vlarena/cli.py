@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -83,6 +85,67 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
         help="output directory (resumed if it holds a checkpoint)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_stop_option(p)
+
+
+def _add_stop_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--stop-after-steps",
+        type=int,
+        metavar="N",
+        help="checkpoint and exit after N optimiser steps; the same command resumes",
+    )
+
+
+def _add_nodes_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--nodes",
+        type=int,
+        default=1,
+        help="data-parallel processes on this machine (torchrun --nnodes 1 --nproc-per-node N, "
+        "gloo on CPUs); the global batch stays --batch-size",
+    )
+
+
+def _ignore(_event: dict[str, Any]) -> None:
+    """Events of ranks other than 0, which repeat rank 0's."""
+
+
+def _is_main_rank() -> bool:
+    return os.environ.get("RANK", "0") == "0"
+
+
+def _under_torchrun(args: argparse.Namespace) -> int | None:
+    """Runs this very command again under torchrun when `--nodes` asks for several processes.
+
+    Returns torchrun's exit code, or None when this process should run the job itself.
+    """
+    if args.nodes < 1:
+        raise UserInputError(f"--nodes must be at least 1, got {args.nodes}")
+    if args.nodes == 1 or "WORLD_SIZE" in os.environ:
+        return None
+    from vlarena.training.distributed import torchrun_command
+
+    argv, skip = [], False
+    for item in args.argv:
+        if skip:
+            skip = False
+        elif item == "--nodes":
+            skip = True
+        elif not item.startswith("--nodes="):
+            argv.append(item)
+    return subprocess.run(torchrun_command(argv, nproc_per_node=args.nodes)).returncode
+
+
+def _step_limit(steps: int | None) -> Any:
+    """A `should_stop` that asks for a stop once `steps` steps ran in this process (or never)."""
+    if steps is None:
+        return lambda: False
+    if steps < 1:
+        raise UserInputError(f"--stop-after-steps must be at least 1, got {steps}")
+    polls = iter(range(steps))
+    # The training loop polls once before every step: the (steps + 1)-th poll asks for a stop.
+    return lambda: next(polls, None) is None
 
 
 def _job_spec(args: argparse.Namespace, kind: str) -> dict[str, Any]:
@@ -169,16 +232,72 @@ class ProgressPrinter:
 
 
 def cmd_job(args: argparse.Namespace) -> int:
+    if (code := _under_torchrun(args)) is not None:
+        return code
     from vlarena.evaluation.tables import print_metrics_table
     from vlarena.training.jobs import execute_job
+    from vlarena.training.loop import StopRequested
 
     spec = _job_spec(args, args.command)
     with ProgressPrinter(args.quiet) as printer:
-        execute_job(spec, args.out, on_event=printer)
+        try:
+            execute_job(
+                spec,
+                args.out,
+                on_event=printer if _is_main_rank() else _ignore,
+                should_stop=_step_limit(args.stop_after_steps),
+            )
+        except StopRequested as stop:
+            if _is_main_rank():
+                print(f"vlarena: {stop}; run the same command to resume", file=sys.stderr)
+            return 0
+    if not _is_main_rank():
+        return 0
     metrics = args.out / "metrics.json"
     if metrics.exists():
         print_metrics_table(json.loads(metrics.read_text()))
         print(f"results: {metrics}")
+    return 0
+
+
+def cmd_run_job(args: argparse.Namespace) -> int:
+    if (code := _under_torchrun(args)) is not None:
+        return code
+    import yaml
+    from pydantic import ValidationError
+
+    from vlarena.jobs.spec import JOB_SPEC_ADAPTER, spec_document
+    from vlarena.training.jobs import _write_json, execute_job
+    from vlarena.training.loop import StopRequested
+    from vlarena.worker.k8s_templates import RESULT_FILE
+
+    try:
+        spec = spec_document(
+            JOB_SPEC_ADAPTER.validate_python(yaml.safe_load(args.spec.read_text()))
+        )
+    except ValidationError as exc:
+        raise UserInputError(f"{args.spec}: not a valid job spec:\n{exc}") from exc
+    main_rank = _is_main_rank()
+
+    def print_json(event: dict[str, Any]) -> None:
+        print(json.dumps(event, default=str), flush=True)
+
+    with ProgressPrinter(args.quiet) as printer:
+        try:
+            result = execute_job(
+                spec,
+                args.out,
+                on_event=(print_json if args.events else printer) if main_rank else _ignore,
+                should_stop=_step_limit(args.stop_after_steps),
+            )
+        except StopRequested as stop:
+            if main_rank:
+                print(f"vlarena: {stop}; run the same command to resume", file=sys.stderr)
+            return 0
+    if main_rank:
+        _write_json(args.out / RESULT_FILE, result)
+        if not args.events:
+            print(f"result: {args.out / RESULT_FILE}")
     return 0
 
 
@@ -222,13 +341,28 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train one model")
     p.add_argument("--model", required=True, help="model family: token-vlm or vl-jepa")
     _add_run_options(p)
+    _add_nodes_option(p)
     p.set_defaults(func=cmd_job)
 
     p = sub.add_parser("compare", help="train every family on the same data and budget over seeds")
     p.add_argument("--families", help="comma-separated families (default: all)")
     p.add_argument("--seeds", type=int, default=3)
     _add_run_options(p)
-    p.set_defaults(func=cmd_job)
+    p.set_defaults(func=cmd_job, nodes=1)
+
+    p = sub.add_parser(
+        "run-job",
+        help="run a job spec (YAML/JSON, the API's shape) here, as a cluster node does",
+    )
+    p.add_argument("spec", type=Path, help="job spec file")
+    p.add_argument("--out", required=True, type=Path, help="run directory (resumed if it has one)")
+    p.add_argument(
+        "--events", action="store_true", help="print progress events as JSON lines on stdout"
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_stop_option(p)
+    _add_nodes_option(p)
+    p.set_defaults(func=cmd_run_job)
 
     p = sub.add_parser("evaluate", help="evaluate a trained run on a test split")
     p.add_argument("run_dir", type=Path)
@@ -269,6 +403,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -99,7 +99,15 @@ class LocalStack:
             raise RuntimeError("redis-server is not installed: run `make setup`")
         self.ports = {
             name: free_port()
-            for name in ("redis", "gateway", "triton_http", "triton_grpc", "triton_metrics")
+            for name in (
+                "redis",
+                "gateway",
+                "triton_http",
+                "triton_grpc",
+                "triton_metrics",
+                "worker_metrics",
+                "prometheus",
+            )
         }
         self.api_key = new_api_key()
         keys = [{"name": "demo", "sha256": key_digest(self.api_key), "scopes": ["admin"]}]
@@ -113,6 +121,7 @@ class LocalStack:
             "VLARENA_TRITON_URL": f"127.0.0.1:{self.ports['triton_grpc']}",
             "VLARENA_TRITON_SYNC_INTERVAL_SECONDS": "5",
             "VLARENA_API_URL": f"http://127.0.0.1:{self.ports['gateway']}",
+            "VLARENA_WORKER_METRICS_PORT": str(self.ports["worker_metrics"]),
             "PYTHONUNBUFFERED": "1",
         }
         self.env.pop("VLARENA_API_KEY", None)
@@ -178,6 +187,28 @@ class LocalStack:
         )
         say(f"gateway    {self.api_url} (OpenAPI at {self.api_url}/docs)")
         wait_until(lambda: self._alive("worker") and self._alive("triton-sync"), 5, "the worker")
+        from vlarena.monitoring.prometheus import prepare_local
+
+        self._spawn(
+            "prometheus",
+            prepare_local(
+                self.root / "prometheus",
+                gateway=f"127.0.0.1:{self.ports['gateway']}",
+                worker=f"127.0.0.1:{self.ports['worker_metrics']}",
+                triton=f"127.0.0.1:{self.ports['triton_metrics']}",
+                port=self.ports["prometheus"],
+            ),
+        )
+        prometheus = f"http://127.0.0.1:{self.ports['prometheus']}"
+        wait_until(
+            lambda: (
+                self._alive("prometheus")
+                and httpx.get(f"{prometheus}/-/ready", timeout=2).status_code == 200
+            ),
+            30,
+            "Prometheus",
+        )
+        say(f"prometheus {prometheus} (scrapes the gateway, the worker and Triton)")
         say(f"logs       {self.root / 'logs'}")
 
     def stop(self) -> None:
@@ -284,7 +315,9 @@ def run_demo(
         report = next((p for p in artifacts if p.endswith("report.html")), None)
         summary["artifacts"] = len(artifacts)
         summary["report"] = str(Path(listing["root"]) / report) if report else None
+        summary["reportLink"] = api.report_link(job_id)["url"] if report else None
         say(f"\n{len(artifacts)} artifacts; report: {summary['report']}")
+        say(f"report page through the gateway (signed link): {summary['reportLink']}")
         (stack.root / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
         if keep_running:
             say(f"\nthe stack keeps running; API key: {stack.api_key}\nCtrl-C stops it")

@@ -78,6 +78,14 @@ class Settings(BaseSettings):
         default=False,
         description="Serve every request as an admin without a key (local development only).",
     )
+    link_secret: str | None = Field(
+        default=None,
+        description="Key that signs shareable report links; unset, the gateways share a random "
+        "one through Redis.",
+    )
+    link_ttl_seconds: int = Field(
+        default=24 * 3600, ge=60, description="Default lifetime of a signed report link."
+    )
     gateway_host: str = Field(default="127.0.0.1", description="Address the gateway binds.")
     gateway_port: int = Field(default=8080, ge=0, le=65535, description="Port of the gateway.")
     gateway_workers: int = Field(default=1, ge=1, description="uvicorn worker processes.")
@@ -107,7 +115,8 @@ class Settings(BaseSettings):
     )
     worker_queues: str = Field(
         default="auto",
-        description="Queues a worker takes jobs from: 'cpu', 'gpu', 'cpu,gpu' or 'auto'.",
+        description="Queues a worker takes jobs from: cpu, gpu, cluster (multi-node jobs; needs "
+        "kubernetes_enabled), a comma-separated mix, or 'auto'.",
     )
     worker_metrics_port: int = Field(
         default=0, ge=0, le=65535, description="Port of a worker's /metrics; 0 disables it."
@@ -115,10 +124,82 @@ class Settings(BaseSettings):
     log_max_entries: int = Field(
         default=100_000, ge=100, description="Log lines and events kept per job (oldest dropped)."
     )
+    log_format: Literal["json", "text"] = Field(
+        default="json",
+        description="Log lines of the gateway, workers and triton-sync: JSON objects carrying "
+        "request_id and job_id, or plain text.",
+    )
+    log_level: str = Field(default="INFO", description="Level of the services' logs.")
     api_url: str = Field(
         default="http://127.0.0.1:8080", description="Gateway the CLI client talks to."
     )
     api_key: str | None = Field(default=None, description="API key the CLI client sends.")
+
+    # Multi-node training: workers launch jobs with resources.nodes > 1 as Kubernetes Jobs.
+    kubernetes_enabled: bool = Field(
+        default=False,
+        description="Launch multi-node train jobs as indexed Kubernetes Jobs from this worker.",
+    )
+    kubernetes_namespace: str | None = Field(
+        default=None,
+        description="Namespace of the training Jobs; default: the worker pod's (POD_NAMESPACE, "
+        "the service account's), else the kubeconfig context's.",
+    )
+    kubernetes_kubeconfig: Path | None = Field(
+        default=None,
+        description="kubeconfig file to use outside a cluster; default: in-cluster config, else "
+        "KUBECONFIG or ~/.kube/config.",
+    )
+    kubernetes_image: str = Field(
+        default="", description="Image of the training pods (the worker image, CUDA build)."
+    )
+    kubernetes_artifacts_claim: str | None = Field(
+        default=None,
+        description="PVC holding the artifact store, mounted in the training pods at "
+        "`artifact_dir` (ReadWriteMany: every node writes to it).",
+    )
+    kubernetes_gpu_resource: str = Field(
+        default="nvidia.com/gpu", description="Extended resource name of a GPU."
+    )
+    kubernetes_gpu_node_selector: dict[str, str] = Field(
+        default_factory=dict, description="nodeSelector of GPU training pods, as JSON."
+    )
+    kubernetes_gpu_tolerations: list[dict[str, str]] = Field(
+        default_factory=list, description="Tolerations of GPU training pods, as JSON."
+    )
+    kubernetes_service_account: str | None = Field(
+        default=None, description="Service account of the training pods (they need no API token)."
+    )
+    kubernetes_queue_name: str | None = Field(
+        default=None,
+        description="Kueue LocalQueue: the Job is created suspended and admitted as a whole "
+        "(gang scheduling).",
+    )
+    kubernetes_priority_class: str | None = Field(
+        default=None, description="priorityClassName of the training pods."
+    )
+    kubernetes_backoff_limit: int = Field(
+        default=2,
+        ge=0,
+        le=100,
+        description="Restarts one cluster attempt survives (its pods start again from the "
+        "last checkpoint) before the attempt fails; the Job's backoffLimit is this × nodes, "
+        "since one node's failure takes every node's processes down with it.",
+    )
+    kubernetes_ttl_seconds: int = Field(
+        default=3600, ge=0, description="ttlSecondsAfterFinished of the training Jobs."
+    )
+    kubernetes_partial_scheduling_seconds: float = Field(
+        default=600.0,
+        gt=0,
+        description="Fail an attempt whose pods stay partially scheduled (some placed, some "
+        "not) this long, instead of holding the placed nodes forever.",
+    )
+    kubernetes_watch_seconds: int = Field(
+        default=10,
+        ge=1,
+        description="Longest wait on one watch of the pods; stop requests are seen this often.",
+    )
 
 
 @lru_cache(maxsize=1)

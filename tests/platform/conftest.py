@@ -6,11 +6,8 @@ a Redis already running on 6379 neither helps nor hurts.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import shutil
-import subprocess
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -22,50 +19,12 @@ from platform_harness import (
     LEASE_SECONDS,
     Gateway,
     WorkerPool,
-    free_port,
     get_job,
-    stop,
     submit,
     tiny_train,
-    wait_for,
 )
 
 from vlarena.client.api import parse_sse
-
-
-@pytest.fixture(scope="session")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    if shutil.which("redis-server") is None:
-        pytest.skip("redis-server is not installed (make system-deps)")
-    directory = tmp_path_factory.mktemp("redis")
-    port = free_port()
-    process = subprocess.Popen(
-        [
-            "redis-server",
-            "--bind",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(directory),
-        ],
-        stdout=(directory / "redis.log").open("wb"),
-        stderr=subprocess.STDOUT,
-    )
-    client = redis.Redis(port=port)
-
-    def answers() -> bool:
-        with contextlib.suppress(redis.ConnectionError):
-            return bool(client.ping())
-        return False
-
-    wait_for(answers, 10, "redis-server")
-    yield f"redis://127.0.0.1:{port}/0"
-    stop(process)
 
 
 @pytest.fixture(scope="session")

@@ -1,14 +1,20 @@
-"""The report page in real headless Chromium: every image and plot drawn, no console errors."""
+"""The report page in real headless Chromium, opened through the gateway's signed link: every
+image and plot drawn, no console errors; and the link's checks."""
 
 from __future__ import annotations
 
-import functools
+import asyncio
 import os
 import threading
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+import time
+import uuid
+from datetime import datetime
 from pathlib import Path
 
+import httpx
 import pytest
+import redis
+import uvicorn
 
 from .headless_chromium import check_page, chromium_path
 
@@ -19,21 +25,110 @@ ARTIFACTS = Path(
 pytestmark = pytest.mark.skipif(chromium_path() is None, reason="needs chromium (Debian package)")
 
 
-class QuietHandler(SimpleHTTPRequestHandler):
-    def log_message(self, *args: object) -> None:
-        pass
+READER_KEY = "reader-key-for-the-report-tests"
+
+
+@pytest.fixture(scope="module")
+def gateway_with_report(tiny_compare, redis_url, tmp_path_factory):
+    """A real gateway (uvicorn on a free port) whose store holds a compare job whose run
+    directory is the tiny compare run's, as a worker would have left it."""
+    from vlarena.gateway.app import create_app
+    from vlarena.gateway.auth import key_digest
+    from vlarena.jobs.spec import JOB_SPEC_ADAPTER
+    from vlarena.jobs.store import JobStore, connect
+    from vlarena.settings import ApiKeyEntry, Settings
+
+    settings = Settings(
+        redis_url=redis_url,
+        key_prefix=f"report-{uuid.uuid4().hex[:8]}:",
+        artifact_dir=tmp_path_factory.mktemp("report-artifacts"),
+        api_keys=[ApiKeyEntry(name="reader", sha256=key_digest(READER_KEY), scopes=["read"])],
+    )
+
+    async def record_job(spec: dict) -> str:
+        redis = connect(settings)
+        store = JobStore(redis, settings)
+        record, _ = await store.create(JOB_SPEC_ADAPTER.validate_python(spec), owner="tests")
+        claim = await store.claim("cpu", "report-tests")
+        await store.write(claim, fields={"workdir": str(tiny_compare["workdir"])})
+        await store.finish(claim, "succeeded", result=tiny_compare["result"])
+        await redis.aclose()
+        return record.id
+
+    job_id = asyncio.run(
+        record_job(
+            {"type": "compare", "dataset": {"name": "fashion-grid"}, "budget": {"samples": 8192}}
+        )
+    )
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(settings), host="127.0.0.1", port=0, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert time.monotonic() < deadline, "the gateway did not start"
+        time.sleep(0.05)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    yield {"url": f"http://127.0.0.1:{port}", "job": job_id, "settings": settings}
+    server.should_exit = True
+    thread.join(10)
+
+
+def report_link(gateway, **body) -> httpx.Response:
+    return httpx.post(
+        f"{gateway['url']}/v1/jobs/{gateway['job']}/report-link",
+        headers={"Authorization": f"Bearer {READER_KEY}"},
+        json=body or None,
+    )
 
 
 @pytest.fixture
-def served_report(tiny_compare):
-    """The compare job's directory over HTTP on a free local port."""
-    handler = functools.partial(QuietHandler, directory=str(tiny_compare["workdir"]))
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/report/report.html"
-    server.shutdown()
-    server.server_close()
+def served_report(gateway_with_report):
+    """The report page's signed link, as a reader gets it from the API."""
+    answer = report_link(gateway_with_report)
+    assert answer.status_code == 200, answer.text
+    return answer.json()["url"]
+
+
+def test_signed_links_are_checked(gateway_with_report, served_report):
+    base, job = gateway_with_report["url"], gateway_with_report["job"]
+    assert httpx.post(f"{base}/v1/jobs/{job}/report-link").status_code == 401
+    page = httpx.get(served_report, follow_redirects=True)
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "/v1/shared/" in str(page.url)
+    # The page's relative links stay under the signed prefix, and reach only this job's files.
+    prefix = str(page.url).rsplit("/report/report.html", 1)[0]
+    assert httpx.get(f"{prefix}/metrics.json").json()["schema"] == "vlarena.metrics/v1"
+    assert httpx.get(f"{prefix}/..%2F..%2F..%2Fetc%2Fpasswd").status_code == 404
+    # No link, a tampered one, an expired one: 401, each saying which.
+    assert httpx.get(f"{base}/v1/jobs/{job}/report").json()["error"]["code"] == "link_required"
+    url = httpx.URL(served_report)
+    expires, sig = int(url.params["expires"]), url.params["sig"]
+    tampered = httpx.get(f"{base}/v1/jobs/{job}/report?expires={expires + 1}&sig={sig}")
+    assert tampered.status_code == 401 and tampered.json()["error"]["code"] == "link_invalid"
+    from vlarena.gateway.routes.reports import sign
+
+    settings = gateway_with_report["settings"]
+    secret = redis.Redis.from_url(settings.redis_url).get(f"{settings.key_prefix}link-secret")
+    old = int(time.time()) - 10
+    expired = httpx.get(f"{base}/v1/shared/{job}/{old}/{sign(secret, job, old)}/metrics.json")
+    assert expired.status_code == 401 and expired.json()["error"]["code"] == "link_expired"
+    short = report_link(gateway_with_report, expiresInSeconds=60).json()
+    assert abs(datetime.fromisoformat(short["expiresAt"]).timestamp() - time.time() - 60) < 5
+    assert report_link(gateway_with_report, expiresInSeconds=5).status_code == 422
+
+
+def test_the_reports_index_lists_the_job_with_a_signed_link(gateway_with_report):
+    base, job = gateway_with_report["url"], gateway_with_report["job"]
+    assert httpx.get(f"{base}/reports").status_code == 401
+    link = httpx.post(
+        f"{base}/v1/reports/link", headers={"Authorization": f"Bearer {READER_KEY}"}
+    ).json()["url"]
+    index = httpx.get(link)
+    assert index.status_code == 200 and job in index.text
+    href = index.text.split('href="', 2)[2].split('"', 1)[0].replace("&amp;", "&")
+    assert httpx.get(href, follow_redirects=True).status_code == 200
 
 
 def test_report_page_draws_every_image_and_plot_without_console_errors(served_report):

@@ -6,7 +6,7 @@ import dataclasses
 
 import numpy as np
 
-from vlarena.evaluation.evaluate import EvalConfig, zeroshot
+from vlarena.evaluation.evaluate import EvalConfig, zeroshot, zeroshot_items
 from vlarena.evaluation.report import probes
 
 
@@ -26,7 +26,7 @@ def test_zeroshot_confusion_agrees_with_the_evaluated_accuracy(
 ):
     test = dataclasses.replace(tiny_splits.test, records=tiny_splits.test.records[:16])
     visual = tiny_test_visual[:16]
-    rows, cands, targets = probes.zeroshot_items(test)
+    rows, cands, targets = zeroshot_items(test)
     assert len(rows) == 4 * 16 and all(len(c) == 10 for c in cands)
     for model in tiny_models.values():
         confusion = probes.zeroshot_confusion(model, test, visual)

@@ -6,19 +6,14 @@ Everything binds 127.0.0.1 on free ports and uses its own key prefix."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import shutil
-import subprocess
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 
-from vlarena.serving.triton import LocalTriton, free_port
+from vlarena.serving.triton import LocalTriton
 
 TINY_NAMES = {"token-vlm": "tiny-tvlm", "vl-jepa": "tiny-jepa"}
 
@@ -35,44 +30,6 @@ def tiny_exports(tiny_compare: dict[str, Any], tiny_splits) -> dict[str, Any]:
         run_dir = (tiny_compare["workdir"] / m["path"]).parent
         out[m["family"]] = ServingManifest.load(run_dir / EXPORT_DIR)
     return out
-
-
-@pytest.fixture(scope="session")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    if shutil.which("redis-server") is None:
-        pytest.skip("redis-server is not installed (make system-deps)")
-    directory = tmp_path_factory.mktemp("serving-redis")
-    port = free_port()
-    process = subprocess.Popen(
-        [
-            "redis-server",
-            "--bind",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(directory),
-        ],
-        stdout=(directory / "redis.log").open("wb"),
-        stderr=subprocess.STDOUT,
-    )
-    client = redis.Redis(port=port)
-    deadline = time.monotonic() + 10
-    while True:
-        with contextlib.suppress(redis.ConnectionError):
-            if client.ping():
-                break
-        if time.monotonic() > deadline:
-            process.kill()
-            pytest.fail("redis-server did not start")
-        time.sleep(0.05)
-    yield f"redis://127.0.0.1:{port}/0"
-    process.terminate()
-    process.wait(10)
 
 
 @pytest.fixture(scope="session")

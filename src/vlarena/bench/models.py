@@ -203,7 +203,9 @@ def swap_probe(out: Path, names: list[str], limit: int = 500) -> dict[str, Any]:
             if model.family == "vl-jepa":
                 a, b = model.encode_text(true), model.encode_text(swaps)
                 probe["cosine"][name] = float(F.cosine_similarity(a, b).mean())
-            scores = model.score_candidates(visual, [[t, s] for t, s in zip(true, swaps)])
+            scores = model.score_candidates(
+                visual, [[t, s] for t, s in zip(true, swaps, strict=True)]
+            )
             probe["preferTrue"][name] = float((scores[:, 0] > scores[:, 1]).float().mean())
     return probe
 
@@ -260,14 +262,16 @@ def print_table(results: dict[str, dict[str, Any]], probe: dict[str, Any] | None
         if not ok:
             missed.append(f"{name} {metric}")
     if "token-full" in results and "jepa-query" in results:
-        ratio = results["jepa-query"]["trainableParameters"] / results["token-full"][
-            "trainableParameters"
-        ]
+        ratio = (
+            results["jepa-query"]["trainableParameters"]
+            / results["token-full"]["trainableParameters"]
+        )
         console.print(f"trainable parameters, vl-jepa / full-vocab token-vlm: {ratio:.2f}×")
     if "token-caption" in results and "jepa-query" in results:
-        ratio = results["jepa-query"]["trainableParameters"] / results["token-caption"][
-            "trainableParameters"
-        ]
+        ratio = (
+            results["jepa-query"]["trainableParameters"]
+            / results["token-caption"]["trainableParameters"]
+        )
         console.print(f"trainable parameters, vl-jepa / caption-vocab token-vlm: {ratio:.2f}×")
     if probe:
         console.print(f"position-swap probe ({probe['pairs']} test captions and their swaps):")

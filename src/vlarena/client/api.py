@@ -173,6 +173,11 @@ class GatewayClient:
     def artifacts(self, job_id: str) -> dict[str, Any]:
         return self._request("GET", f"/v1/jobs/{job_id}/artifacts")
 
+    def report_link(self, job_id: str, *, expires_in: int | None = None) -> dict[str, Any]:
+        """A signed URL of the job's report page that a browser opens without a key."""
+        body = {"expiresInSeconds": expires_in} if expires_in else None
+        return self._request("POST", f"/v1/jobs/{job_id}/report-link", json=body)
+
     def download_artifact(self, job_id: str, path: str, destination: Path) -> Path:
         with self.http.stream("GET", f"/v1/jobs/{job_id}/artifacts/{path}") as response:
             if response.status_code >= 400:

@@ -192,6 +192,14 @@ def _register_jobs(subparsers: argparse._SubParsersAction) -> None:
     cancel.add_argument("job_id")
     cancel.set_defaults(func=_calling_gateway(_cancel))
 
+    report = actions.add_parser(
+        "report", parents=[common], help="a signed link to a compare job's report page"
+    )
+    report.add_argument("job_id")
+    report.add_argument("--expires-in", type=int, metavar="SECONDS", help="link lifetime")
+    report.add_argument("--open", action="store_true", help="open it in a browser")
+    report.set_defaults(func=_calling_gateway(_report))
+
 
 def _load_spec(file: str) -> dict[str, Any]:
     text = sys.stdin.read() if file == "-" else Path(file).read_text(encoding="utf-8")
@@ -306,6 +314,14 @@ def _get(args: argparse.Namespace) -> int:
             f"progress: {progress.get('samplesSeen')}/{progress.get('totalSamples')} samples "
             f"({progress.get('percent')}%), ETA {progress.get('etaSeconds')} s"
         )
+    cluster = job.get("cluster")
+    if cluster:
+        pods = ", ".join(f"{n} {phase.lower()}" for phase, n in (cluster.get("pods") or {}).items())
+        console.print(
+            f"kubernetes: job {cluster.get('namespace')}/{cluster.get('name')} "
+            f"{_state(cluster['state'])}" + (f" · pods: {pods}" if pods else "")
+        )
+        console.print(f"  {cluster.get('message', '')}".replace("[", r"\["))
     attempts = Table("#", "WORKER", "OUTCOME", "FROM SAMPLES", "TO SAMPLES", "ERROR")
     for attempt in job.get("attempts", []):
         attempts.add_row(
@@ -344,6 +360,21 @@ def _cancel(args: argparse.Namespace) -> int:
         print(json.dumps(answer))
     else:
         Console().print(f"{answer['id']} {_state(answer['state'])}")
+    return EXIT_OK
+
+
+def _report(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        answer = client.report_link(args.job_id, expires_in=args.expires_in)
+    if args.output == "json":
+        print(json.dumps(answer))
+    else:
+        print(answer["url"])
+        print(f"valid until {answer['expiresAt']}", file=sys.stderr)
+    if args.open:
+        import webbrowser
+
+        webbrowser.open(answer["url"])
     return EXIT_OK
 
 

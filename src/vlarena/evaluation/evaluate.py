@@ -116,15 +116,11 @@ def retrieval(
     return out
 
 
-def zeroshot(
-    model: VLModel, ds: Dataset, visual: torch.Tensor, cfg: EvalConfig
-) -> dict[str, Metric]:
-    """Zero-shot classification by prompts: a label template over the classes, or, for images
-    with slots (grids), the caption with one slot's class varied and the others kept."""
+def zeroshot_items(ds: Dataset) -> tuple[list[int], list[list[str]], list[int]]:
+    """The zero-shot protocol's (image row, candidate prompts, true class index) triples:
+    per slot of a grid the caption with that slot's class varied, else the label prompts."""
     info = ds.info
     classes = list(info.classes)
-    if len(classes) < 2:
-        return {}
     rows, cands, targets = [], [], []
     for i, r in enumerate(ds.records):
         if r.labels and info.caption_template:
@@ -137,6 +133,18 @@ def zeroshot(
             rows.append(i)
             cands.append([fill_label(info, c) for c in classes])
             targets.append(classes.index(r.label))
+    return rows, cands, targets
+
+
+def zeroshot(
+    model: VLModel, ds: Dataset, visual: torch.Tensor, cfg: EvalConfig
+) -> dict[str, Metric]:
+    """Zero-shot classification by prompts: a label template over the classes, or, for images
+    with slots (grids), the caption with one slot's class varied and the others kept."""
+    classes = list(ds.info.classes)
+    if len(classes) < 2:
+        return {}
+    rows, cands, targets = zeroshot_items(ds)
     if not rows:
         return {}
     scores = _batched_scores(model, visual[rows], cands)

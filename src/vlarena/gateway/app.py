@@ -14,7 +14,8 @@ from vlarena.gateway.deps import Services
 from vlarena.gateway.documents import JobDocuments
 from vlarena.gateway.errors import install_error_handlers
 from vlarena.gateway.metrics import RequestMetrics
-from vlarena.gateway.routes import health, inference, jobs, models
+from vlarena.gateway.request_ids import RequestIds
+from vlarena.gateway.routes import health, inference, jobs, models, reports
 from vlarena.jobs.dispatch import JobDispatcher
 from vlarena.jobs.registry import ModelRegistry
 from vlarena.jobs.store import JobStore, connect
@@ -70,12 +71,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         openapi_tags=[
             {"name": "jobs", "description": "Training, evaluation and comparison jobs."},
             {"name": "models", "description": "The model registry: versions and aliases."},
+            {"name": "reports", "description": "Comparison reports through signed links."},
             {"name": "inference", "description": "Embeddings, classification, captions, VQA."},
             {"name": "health", "description": "Probes and Prometheus metrics."},
         ],
     )
     install_error_handlers(app)
     app.add_middleware(RequestMetrics)
-    for router in (jobs.router, models.router, inference.router, health.router):
+    # Added last, so it runs first: every log line of the request carries its id.
+    app.add_middleware(RequestIds)
+    for router in (jobs.router, reports.router, models.router, inference.router, health.router):
         app.include_router(router)
     return app

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from vlarena.data.images import load_image
 from vlarena.data.manifest import Dataset, DatasetInfo
-from vlarena.data.templates import fill_caption, fill_label
+from vlarena.evaluation.evaluate import zeroshot_items
 from vlarena.evaluation.report.projection import pca, tsne
 from vlarena.models.base import VLModel
 
@@ -241,26 +241,6 @@ def embedding_map(
 
 
 # --- zero-shot confusion ----------------------------------------------------------------------
-def zeroshot_items(ds: Dataset) -> tuple[list[int], list[list[str]], list[int]]:
-    """The zero-shot protocol's (image row, candidate prompts, true class index) triples:
-    per slot of a grid the caption with that slot's class varied, else the label prompts."""
-    info = ds.info
-    classes = list(info.classes)
-    rows, cands, targets = [], [], []
-    for i, r in enumerate(ds.records):
-        if r.labels and info.caption_template:
-            for slot in info.slots:
-                if r.labels.get(slot) in classes:
-                    rows.append(i)
-                    cands.append([fill_caption(info, {**r.labels, slot: c}) for c in classes])
-                    targets.append(classes.index(r.labels[slot]))
-        elif r.label in classes:
-            rows.append(i)
-            cands.append([fill_label(info, c) for c in classes])
-            targets.append(classes.index(r.label))
-    return rows, cands, targets
-
-
 @torch.no_grad()
 def zeroshot_confusion(
     model: VLModel, ds: Dataset, visual: torch.Tensor, images: int = 200, batch: int = 64

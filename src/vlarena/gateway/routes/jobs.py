@@ -180,11 +180,24 @@ async def submit_job(
         ) from None
     if created:
         JOBS_SUBMITTED.labels(record.type).inc()
+        log.info(
+            "%s job %s submitted by %s to queue %s",
+            record.type,
+            record.id,
+            principal.name,
+            record.queue,
+            extra={"job_id": record.id},
+        )
         try:
             await anyio.to_thread.run_sync(dispatcher.wake, record.queue)
         except Exception:
             # The job is recorded and queued; the reaper wakes a worker once the broker is back.
-            log.warning("could not wake a worker for %s", record.id, exc_info=True)
+            log.warning(
+                "could not wake a worker for %s",
+                record.id,
+                exc_info=True,
+                extra={"job_id": record.id},
+            )
     return JSONResponse(
         _dump(record),
         status_code=201 if created else 200,
