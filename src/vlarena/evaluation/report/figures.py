@@ -243,23 +243,9 @@ def cross_attention(data: Mapping[str, Any], path: Path, max_tokens: int = 10) -
         return None
     side = data["tokensSide"]
     cols = 1 + min(max_tokens, max(len(e["tokens"]) for e in examples))
-    # A grid of images needs no layout solver (slow with many axes): fixed gaps suffice.
-    fig = Figure(figsize=(1.6 * cols, 1.9 * len(examples) + 0.4))
-    axes = fig.subplots(len(examples), cols, squeeze=False)
-    fig.subplots_adjust(
-        left=0.01,
-        right=0.99,
-        bottom=0.02,
-        top=1 - 0.5 / fig.get_figheight(),
-        wspace=0.08,
-        hspace=0.3,
-    )
+    fig, axes = _image_grid(len(examples), cols, 1.6, 1.9)
     for row, e in zip(axes, examples, strict=True):
-        image = np.array(e["image"], dtype=np.uint8)
-        row[0].imshow(image, cmap="gray")
-        row[0].set_title("input", fontsize=8)
-        row[0].set_xticks([])
-        row[0].set_yticks([])
+        image = _input_cell(row[0], e["image"])
         for k, ax in enumerate(row[1:]):
             if k < len(e["tokens"]):
                 _overlay(ax, image, np.array(e["weights"][k]), side, e["tokens"][k])
@@ -271,15 +257,11 @@ def cross_attention(data: Mapping[str, Any], path: Path, max_tokens: int = 10) -
     return _save(fig, path)
 
 
-def predictor_attention(data: Mapping[str, Any], path: Path) -> Path | None:
-    """The VL-JEPA predictor's attention from a question's tokens to the visual tokens."""
-    examples = data.get("examples") or []
-    if not examples:
-        return None
-    side = data["tokensSide"]
-    cols = 1 + max(len(e["queries"]) for e in examples)
-    fig = Figure(figsize=(2.0 * cols, 2.2 * len(examples) + 0.4))
-    axes = fig.subplots(len(examples), cols, squeeze=False)
+def _image_grid(rows: int, cols: int, width: float, height: float) -> tuple[Figure, Any]:
+    """A figure of rows × cols image cells. A grid of images needs no layout solver (slow with
+    many axes): fixed gaps suffice."""
+    fig = Figure(figsize=(width * cols, height * rows + 0.4))
+    axes = fig.subplots(rows, cols, squeeze=False)
     fig.subplots_adjust(
         left=0.01,
         right=0.99,
@@ -288,12 +270,29 @@ def predictor_attention(data: Mapping[str, Any], path: Path) -> Path | None:
         wspace=0.08,
         hspace=0.3,
     )
+    return fig, axes
+
+
+def _input_cell(ax: Any, pixels: Any) -> np.ndarray:
+    """The first cell of a row: the input image, titled, without ticks."""
+    image = np.array(pixels, dtype=np.uint8)
+    ax.imshow(image, cmap="gray")
+    ax.set_title("input", fontsize=8)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    return image
+
+
+def predictor_attention(data: Mapping[str, Any], path: Path) -> Path | None:
+    """The VL-JEPA predictor's attention from a question's tokens to the visual tokens."""
+    examples = data.get("examples") or []
+    if not examples:
+        return None
+    side = data["tokensSide"]
+    cols = 1 + max(len(e["queries"]) for e in examples)
+    fig, axes = _image_grid(len(examples), cols, 2.0, 2.2)
     for row, e in zip(axes, examples, strict=True):
-        image = np.array(e["image"], dtype=np.uint8)
-        row[0].imshow(image, cmap="gray")
-        row[0].set_title("input", fontsize=8)
-        row[0].set_xticks([])
-        row[0].set_yticks([])
+        image = _input_cell(row[0], e["image"])
         for ax, q in zip(row[1:], e["queries"], strict=False):
             _overlay(ax, image, np.array(q["layers"][-1]), side, q["query"] or "no query", 8)
         for ax in row[1 + len(e["queries"]) :]:
