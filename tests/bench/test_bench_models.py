@@ -48,3 +48,10 @@ def test_table_reports_missed_floors_and_parameter_ratios(capsys) -> None:
     assert "jepa-query zeroshot_top1" in missed  # no value is a miss, not a pass
     assert "0.25×" in out and "1.25×" in out
     assert "prefers the true caption 60.0%" in out
+
+
+def test_cider_is_shown_raw_even_below_one_and_rates_in_percent() -> None:
+    metric = {"value": 0.547, "chance": 0.123, "z": None}
+    assert bench._cell(metric, raw=True) == "0.55 (0.12)"
+    assert bench._cell({"value": 0.5, "chance": 0.1, "z": 2.0}) == "50.0 (10.0)!"
+    assert bench._cell(None) == "-"

@@ -211,12 +211,13 @@ def swap_probe(out: Path, names: list[str], limit: int = 500) -> dict[str, Any]:
     return probe
 
 
-def _cell(metric: dict[str, Any] | None) -> str:
+def _cell(metric: dict[str, Any] | None, raw: bool = False) -> str:
+    """A metric beside its chance level: raw (CIDEr) or in percent."""
     if metric is None:
         return "-"
     value, chance = metric["value"], metric["chance"]
     mark = "" if metric.get("z") is None or metric["z"] >= 3 else "!"
-    if value > 1.0 or chance > 1.0:  # CIDEr
+    if raw:
         return f"{value:.2f} ({chance:.2f}){mark}"
     return f"{100 * value:.1f} ({100 * chance:.1f}){mark}"
 
@@ -247,7 +248,7 @@ def print_table(results: dict[str, dict[str, Any]], probe: dict[str, Any] | None
                 f"{r['trainableParameters'] / 1e6:.2f}M",
                 f"{r['samplesSeen']:,}",
                 f"{r['samplesPerSecond']:.0f}",
-                *(_cell(r["metrics"].get(metric)) for metric, _ in COLUMNS),
+                *(_cell(r["metrics"].get(m), raw=m == "cider") for m, _ in COLUMNS),
             )
         console.print(table)
     missed = []
