@@ -293,16 +293,18 @@ def run_demo(
         request = {"model": best["model"], "alias": ALIAS, "images": images}
         labels = ["a t-shirt", "a trouser", "a bag", "a sneaker", "a dress"]
 
-        def served() -> dict[str, Any]:
+        def served() -> tuple[dict[str, Any], list[str]] | None:
+            # triton-sync loads the version's graphs one by one: retry until every graph
+            # that classify and caption use answers.
             try:
-                return api.infer("classify", {**request, "labels": labels})
+                classified = api.infer("classify", {**request, "labels": labels})
+                return classified, api.infer("caption", request)["captions"]
             except GatewayError as exc:
-                if exc.status in (503, 409):  # Triton is still loading the version
-                    return {}
+                if exc.status in (503, 409):
+                    return None
                 raise
 
-        classified = wait_until(served, 180, "Triton to load the production model", 1.0)
-        captions = api.infer("caption", request)["captions"]
+        classified, captions = wait_until(served, 180, "Triton to load the production model", 1.0)
         summary["served"] = [
             {"truth": t, "caption": c, "topLabel": r["labels"][0]["label"]}
             for t, c, r in zip(truth, captions, classified["results"], strict=True)
