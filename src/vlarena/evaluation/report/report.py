@@ -37,7 +37,7 @@ class ReportConfig:
     attention_examples: int = 2
     latency_repeats: int = 5
     selective: SelectiveConfig | None = dataclasses.field(
-        default_factory=lambda: SelectiveConfig(streams=8)
+        default_factory=lambda: SelectiveConfig(streams=32)
     )
     nodes: tuple[NodeType, ...] = DEFAULT_NODES
 
