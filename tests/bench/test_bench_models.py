@@ -40,12 +40,15 @@ def test_table_reports_missed_floors_and_parameter_ratios(capsys) -> None:
         "token-caption": _record(2_000_000, {"caption_of_10": 0.995, "zeroshot_top1": 0.5}),
         "token-full": _record(10_000_000, {"caption_of_10": 0.99}),
         "jepa-query": _record(2_500_000, {"caption_of_10": 0.95, "i2t_r1@100": 0.8}),
+        "jepa-noquery": _record(2_500_000, {"caption_of_10": 0.95, "i2t_r1@1000": 0.414}),
     }
     probe = {"pairs": 3, "cosine": {"MiniLM (raw)": 0.99}, "preferTrue": {"jepa-query": 0.6}}
     missed = bench.print_table(results, probe)
     out = capsys.readouterr().out
     assert "token-caption zeroshot_top1" in missed and "token-caption caption_of_10" not in missed
-    assert "jepa-query zeroshot_top1" in missed  # no value is a miss, not a pass
+    assert "jepa-noquery zeroshot_top1" in missed  # no value is a miss, not a pass
+    assert "jepa-noquery i2t_r1@1000" in missed and "≥ 41.5%: 41.4% MISSED" in out
+    assert "jepa-noquery caption_of_10" not in missed
     assert "0.25×" in out and "1.25×" in out
     assert "prefers the true caption 60.0%" in out
 

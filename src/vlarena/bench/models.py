@@ -3,7 +3,7 @@
 Each row is one training run through the same `execute_job` the platform uses (cached frozen
 EfficientNet-Lite0 features, the `small` preset: d=256, 2 layers), evaluated on the test split
 with every metric beside its chance level and its z-score (standard errors above chance). The
-rows on `fashion-grid` (2×2 grids, 8,000 training grids, 1,000 test grids):
+rows on `fashion-grid` (2×2 grids, 8,000 training grids, 2,000 test grids):
 
 - token-vlm over the caption vocabulary at the prototype's 50k samples, and over MiniLM's full
   WordPiece vocabulary (the paper's setting: an LLM's vocabulary) at 20k;
@@ -30,9 +30,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-FASHION = {"name": "fashion-grid", "options": {"n_train": 8000, "n_val": 500, "n_test": 1000}}
+# 2,000 test grids: a pool of 1,000 *distinct* test captions needs more than 1,000 grids.
+FASHION = {"name": "fashion-grid", "options": {"n_train": 8000, "n_val": 500, "n_test": 2000}}
 EMOJI = {"name": "emoji", "options": {}}
-EVAL_FASHION = {"retrievalPools": [100, 1000]}
+# Recall among 100 over 10 pools (1,000 queries, not 100). VL-JEPA evaluates on all 2,000 test
+# grids (its text side is a lookup), the token VLM on the first 1,000 (one decoder pass per
+# image–caption pair: R@1 among 1,000 would take it most of an hour).
+EVAL_FASHION = {"retrievalPools": [100, 1000], "retrievalRepeats": 10, "maxImages": 2000}
+EVAL_TOKEN = {"retrievalPools": [100], "retrievalRepeats": 10}
+# The prototype's batch sizes (CALIBRATION.md): 64 for the token VLM, 128 for VL-JEPA, whose
+# InfoNCE takes its negatives from the batch.
+JEPA_BATCH = 128
 EVAL_EMOJI = {"retrievalPools": [100]}
 
 ROWS: dict[str, dict[str, Any]] = {
@@ -42,7 +50,7 @@ ROWS: dict[str, dict[str, Any]] = {
         "dataset": FASHION,
         "config": {},
         "samples": 50_000,
-        "evaluation": {"retrievalPools": [100]},
+        "evaluation": EVAL_TOKEN,
     },
     "token-full": {
         "label": "token-vlm, full WordPiece vocab",
@@ -51,7 +59,7 @@ ROWS: dict[str, dict[str, Any]] = {
         "config": {"vocabulary": "full"},
         # A 30,522-way softmax per token: on 2 CPU cores 50k samples would take most of an hour.
         "samples": 20_000,
-        "evaluation": {"retrievalPools": [100]},
+        "evaluation": EVAL_TOKEN,
     },
     "jepa-query": {
         "label": "vl-jepa, frozen Y, with queries",
@@ -59,6 +67,7 @@ ROWS: dict[str, dict[str, Any]] = {
         "dataset": FASHION,
         "config": {},
         "samples": 100_000,
+        "hyperparameters": {"batchSize": JEPA_BATCH},
         "evaluation": EVAL_FASHION,
     },
     "jepa-noquery": {
@@ -67,7 +76,7 @@ ROWS: dict[str, dict[str, Any]] = {
         "dataset": FASHION,
         "config": {},
         "samples": 100_000,
-        "hyperparameters": {"vqaFraction": 0.0},
+        "hyperparameters": {"batchSize": JEPA_BATCH, "vqaFraction": 0.0},
         "evaluation": EVAL_FASHION,
     },
     "jepa-trainable-y": {
@@ -92,20 +101,23 @@ ROWS: dict[str, dict[str, Any]] = {
         "dataset": EMOJI,
         "config": {},
         "samples": 30_000,
+        "hyperparameters": {"batchSize": JEPA_BATCH},
         "evaluation": EVAL_EMOJI,
     },
 }
 QUICK_SCALE = 0.1  # --quick: a tenth of every budget, for trying the benchmark itself
 
-# (row, metric, floor): the prototype's figures on this kind of machine (CALIBRATION.md).
+# (row, metric, floor): the prototype's figures on this kind of machine (CALIBRATION.md:
+# caption of 10 92.2%, per slot 68.1%, R@1 among 100 72.3%, among 1,000 41.5%), on the row
+# with its settings: VL-JEPA on captions only, frozen MiniLM target, batch 128, 100k samples.
 FLOORS = [
     ("token-caption", "caption_of_10", 0.99),
     ("token-caption", "zeroshot_top1", 0.80),
     ("token-caption", "i2t_r1@100", 0.95),
-    ("jepa-query", "caption_of_10", 0.92),
-    ("jepa-query", "zeroshot_top1", 0.68),
-    ("jepa-query", "i2t_r1@100", 0.72),
-    ("jepa-query", "i2t_r1@1000", 0.42),
+    ("jepa-noquery", "caption_of_10", 0.92),
+    ("jepa-noquery", "zeroshot_top1", 0.68),
+    ("jepa-noquery", "i2t_r1@100", 0.72),
+    ("jepa-noquery", "i2t_r1@1000", 0.415),
 ]
 COLUMNS = [
     ("caption_of_10", "cap/10"),
@@ -237,7 +249,7 @@ def print_table(results: dict[str, dict[str, Any]], probe: dict[str, Any] | None
             "above chance",
             show_lines=False,
         )
-        for header in ("run", "trainable", "samples", "samples/s"):
+        for header in ("run", "trainable", "batch", "samples", "samples/s"):
             table.add_column(header, justify="right" if header != "run" else "left")
         for _, header in COLUMNS:
             table.add_column(header, justify="right")
@@ -246,6 +258,7 @@ def print_table(results: dict[str, dict[str, Any]], probe: dict[str, Any] | None
             table.add_row(
                 ROWS[name]["label"],
                 f"{r['trainableParameters'] / 1e6:.2f}M",
+                str(row_spec(ROWS[name], 1.0)["hyperparameters"]["batchSize"]),
                 f"{r['samplesSeen']:,}",
                 f"{r['samplesPerSecond']:.0f}",
                 *(_cell(r["metrics"].get(m), raw=m == "cider") for m, _ in COLUMNS),
@@ -258,7 +271,7 @@ def print_table(results: dict[str, dict[str, Any]], probe: dict[str, Any] | None
         value = results[name]["metrics"].get(metric, {}).get("value")
         ok = value is not None and value >= floor
         console.print(
-            f"floor {ROWS[name]['label']:32s} {metric:14s} ≥ {100 * floor:4.0f}%: "
+            f"floor {ROWS[name]['label']:32s} {metric:14s} ≥ {100 * floor:4.1f}%: "
             f"{'-' if value is None else f'{100 * value:.1f}%'} {'met' if ok else 'MISSED'}"
         )
         if not ok:
