@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import io
 import json
 import logging
@@ -60,3 +61,11 @@ def test_gateway_answers_with_a_request_id(redis_url: str) -> None:
         assert given.headers["x-request-id"] == "trace-42"
         forged = client.get("/healthz", headers={"X-Request-ID": 'x", "level": "error'})
         assert forged.headers["x-request-id"] != 'x", "level": "error'
+        assert len(forged.headers["x-request-id"]) == 16
+
+
+def test_gateway_keeps_its_startup_objects_out_of_full_collections(redis_url: str) -> None:
+    app = create_app(Settings(redis_url=redis_url, auth_disabled=True))
+    with TestClient(app):
+        assert gc.get_freeze_count() > 10_000
+    assert gc.get_freeze_count() == 0  # shut down: collectable again

@@ -73,11 +73,14 @@ def test_validate_only_creates_nothing(gateway: Gateway) -> None:
 
 
 def test_requests_without_a_valid_key_get_401(gateway: Gateway) -> None:
+    with gateway.client("alice") as alice:
+        job = submit(alice, _gpu_job())
     with gateway.client(None) as anonymous:
         missing = anonymous.get("/v1/jobs")
         wrong = anonymous.get("/v1/jobs", headers={"Authorization": "Bearer not-a-key"})
+        one = anonymous.get(f"/v1/jobs/{job['id']}")  # the route that authorises inline
         assert anonymous.get("/healthz").status_code == 200
-    for response in (missing, wrong):
+    for response in (missing, wrong, one):
         assert response.status_code == 401
         assert response.json()["error"]["code"] == "unauthenticated"
         assert response.headers["WWW-Authenticate"] == "Bearer"
@@ -249,6 +252,10 @@ def test_openapi_documents_every_route_with_examples(gateway: Gateway) -> None:
             assert "example" in str(ok), f"{method.upper()} {path} has no response example"
     body = document["paths"]["/v1/jobs"]["post"]["requestBody"]["content"]["application/json"]
     assert set(body["examples"]) >= {"train", "compare", "evaluate", "validateOnly"}
+    # the route that authorises inline declares the same security as those using a dependency
+    listing = document["paths"]["/v1/jobs"]["get"]["security"]
+    assert document["paths"]["/v1/jobs/{job_id}"]["get"]["security"] == listing
+    assert listing == [{"apiKey": ["read"]}]
 
 
 def test_readyz_reports_redis(gateway: Gateway) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -13,8 +14,7 @@ from vlarena.gateway.auth import ApiKeys
 from vlarena.gateway.deps import Services
 from vlarena.gateway.documents import JobDocuments
 from vlarena.gateway.errors import install_error_handlers
-from vlarena.gateway.metrics import RequestMetrics
-from vlarena.gateway.request_ids import RequestIds
+from vlarena.gateway.observe import RequestObserver
 from vlarena.gateway.routes import health, inference, jobs, models, reports
 from vlarena.jobs.dispatch import JobDispatcher
 from vlarena.jobs.registry import ModelRegistry
@@ -54,9 +54,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             registry=ModelRegistry(redis, store.keys, store.scripts),
             dispatcher=JobDispatcher(settings),
         )
+        # What is alive now (modules, routes, schemas: ~100k objects) lives as long as the
+        # process. Frozen, it drops out of the garbage collector's full passes, each of which
+        # would otherwise stall the process ~70 ms under load: the p99 latency of a busy gateway.
+        gc.collect()
+        gc.freeze()
         try:
             yield
         finally:
+            gc.unfreeze()
             # The inference service (Triton channels) is made on first use: close it if it was.
             service = getattr(app.state, "inference", None)
             if service is not None:
@@ -77,9 +83,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ],
     )
     install_error_handlers(app)
-    app.add_middleware(RequestMetrics)
-    # Added last, so it runs first: every log line of the request carries its id.
-    app.add_middleware(RequestIds)
+    # Every log line of a request carries its id; every request is counted and timed.
+    app.add_middleware(RequestObserver)
     for router in (jobs.router, reports.router, models.router, inference.router, health.router):
         app.include_router(router)
     return app

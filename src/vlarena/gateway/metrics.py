@@ -10,7 +10,6 @@ so they are the same whichever process (or gateway replica) is scraped: aggregat
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -27,7 +26,6 @@ from prometheus_client import (
 )
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 # A `_created` timestamp per counter and histogram child doubles the series and says nothing
 # Prometheus does not already know.
@@ -65,48 +63,6 @@ TRITON_ERRORS = Counter(
     "API says 503) or `failed` (Triton rejected the request; 502), by model and endpoint.",
     ["model", "endpoint", "reason"],
 )
-
-
-class RequestMetrics:
-    """ASGI middleware counting and timing requests by their route template (not raw path)."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-        # Labelled children by label values: `labels()` validates its arguments on every call.
-        self._counters: dict[tuple[str, str, int], Any] = {}
-        self._timers: dict[tuple[str, str], Any] = {}
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        start = time.perf_counter()
-        status = 500
-        HTTP_IN_FLIGHT.inc()
-
-        async def send_with_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_with_status)
-        finally:
-            route = scope.get("route")
-            template = getattr(route, "path", None) or "unmatched"
-            method = scope["method"]
-            counter = self._counters.get((template, method, status))
-            if counter is None:
-                counter = HTTP_REQUESTS.labels(template, method, str(status))
-                self._counters[(template, method, status)] = counter
-            timer = self._timers.get((template, method))
-            if timer is None:
-                timer = HTTP_REQUEST_DURATION.labels(template, method)
-                self._timers[(template, method)] = timer
-            counter.inc()
-            timer.observe(time.perf_counter() - start)
-            HTTP_IN_FLIGHT.dec()
 
 
 class _JobGauges(Collector):

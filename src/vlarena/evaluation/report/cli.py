@@ -122,9 +122,7 @@ def register(subparsers: Any) -> None:
         type=Path,
         help="a VL-JEPA model.pt, its run directory, or a compare job's directory",
     )
-    p.add_argument(
-        "--streams", type=int, default=64, help="streams (fewer: a noisier ratio)"
-    )
+    p.add_argument("--streams", type=int, default=64, help="streams (fewer: a noisier ratio)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--representation", choices=("mean", "midpoint"), default="mean")
     p.add_argument("--out", type=Path, help="write the curve and ratios as JSON")

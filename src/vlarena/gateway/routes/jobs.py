@@ -18,12 +18,14 @@ from sse_starlette.sse import EventSourceResponse
 
 from vlarena.gateway.auth import Scope
 from vlarena.gateway.deps import (
+    READ_SECURITY,
     DispatcherDep,
     ReadAccess,
     RegistryDep,
     StoreDep,
     StreamsDep,
     SubmitAccess,
+    authorize,
 )
 from vlarena.gateway.documents import JobDocuments
 from vlarena.gateway.errors import ApiError, error_responses
@@ -240,6 +242,7 @@ async def list_jobs(
         **error_responses(401, 404),
     },
     openapi_extra={
+        "security": READ_SECURITY,
         "parameters": [
             {
                 "name": "If-None-Match",
@@ -249,17 +252,19 @@ async def list_jobs(
                 "description": "The ETag of a previous answer: 304 while the job is unchanged.",
                 "example": '"job-1935a2f8c1a3f9e2b.42"',
             }
-        ]
+        ],
     },
 )
-async def get_job(job_id: JobId, _principal: ReadAccess, request: Request) -> Response:
+async def get_job(job_id: JobId, request: Request) -> Response:
     """State, progress (step, samples seen, percent, ETA), latest metrics, attempts, error.
 
     The `ETag` names the job's revision: pollers send it back as `If-None-Match` and get 304
     until the job changes.
     """
-    # The API's hottest route (every poller calls it): it reads what it needs off the request
-    # instead of through further dependencies, each of which FastAPI resolves per request.
+    # The API's hottest route (every poller calls it): it authorises and reads what it needs
+    # off the request instead of through dependencies, each of which FastAPI resolves (and
+    # validates) per request.
+    authorize(request, (Scope.READ,))
     documents: JobDocuments = request.app.state.services.documents
     document = await documents.get(job_id)
     if document is None:
