@@ -352,6 +352,16 @@ def test_only_workers_hold_an_api_token(default_objects: list[dict[str, Any]]) -
     }
 
 
+def test_workers_export_int8_weights_for_gpus_unless_told_otherwise(
+    default_objects: list[dict[str, Any]],
+) -> None:
+    worker = named(default_objects, "Deployment", full("worker-cpu"))
+    assert env_of(pod_spec(worker)["containers"][0])["VLARENA_INT8_WEIGHTS"] == "full"
+    cpu_served = render(set_json=['config.int8Weights="reduced"'])
+    worker = named(cpu_served, "Deployment", full("worker-cpu"))
+    assert env_of(pod_spec(worker)["containers"][0])["VLARENA_INT8_WEIGHTS"] == "reduced"
+
+
 # Settings and secrets.
 
 

@@ -129,5 +129,26 @@ def test_the_serving_benchmark_measures_every_configuration(
     assert configs == {(k, n) for k in ("(a)", "(b)", "(c)", "(d)") for n in (1, 4)}
     assert all(c["requests"] > 0 and c["errors"] == 0 for c in result["cells"])
     assert min(result["summary"]["int8QdqOps"].values()) > 0
+    assert result["int8Recipe"] == tiny_exports["vl-jepa"].parts["vision"].recipes["int8"]
     printed = capsys.readouterr().out
     assert "(c)/(b) throughput at 4 clients" in printed and "int8" in printed
+
+
+def test_the_serving_benchmark_re_exports_a_run_made_by_another_int8_recipe(tiny_exports, tmp_path):
+    import shutil
+
+    from vlarena.bench.serving import prepare_export
+    from vlarena.serving.quantize import recipe
+
+    source = tiny_exports["vl-jepa"].directory.parent
+    run_dir = tmp_path / "run"
+    shutil.copytree(source, run_dir)
+    made = tiny_exports["vl-jepa"].parts["vision"].recipes["int8"]
+    other = "reduced" if made == recipe("int8", "full") else "full"
+    manifest, found = prepare_export(run_dir, tmp_path / "work", other)
+    assert found == run_dir and manifest.directory == run_dir / "export"
+    assert manifest.parts["vision"].recipes["int8"] == recipe("int8", other)
+    stamp = (run_dir / "export" / "serving.json").stat().st_mtime_ns
+    again, _ = prepare_export(run_dir, tmp_path / "work", other)  # now up to date: kept
+    assert (run_dir / "export" / "serving.json").stat().st_mtime_ns == stamp
+    assert again.parts["vision"].recipes == manifest.parts["vision"].recipes

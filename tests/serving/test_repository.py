@@ -29,6 +29,10 @@ def test_config_for_the_python_backend_batches_dynamically_on_cpu():
     assert "max_queue_delay_microseconds: 2000" in text
     assert "kind: KIND_CPU count: 1" in text
     assert 'key: "intra_op_threads" value: { string_value: "2" }' in text
+    # A batching model's threads sleep between operators instead of spinning.
+    assert 'key: "allow_spinning" value: { string_value: "0" }' in text
+    unbatched = ModelConfig("m.vision", (IMAGES,), (TOKENS,), Batching(8, None, 0)).to_pbtxt()
+    assert 'key: "allow_spinning" value: { string_value: "1" }' in unbatched
 
 
 def test_config_for_the_onnxruntime_backend_runs_on_gpus_without_batching():

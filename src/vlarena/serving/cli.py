@@ -31,7 +31,9 @@ def _model_files(run_dir: Path) -> list[Path]:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from vlarena.serving.export import export_run
+    from vlarena.serving.quantize import weight_range
 
+    weights = weight_range(args.int8_weights) if args.int8_weights else None
     models = _model_files(args.run_dir)
     if args.out and len(models) > 1:
         raise ValueError(f"{args.run_dir} holds {len(models)} models: --out takes one")
@@ -41,6 +43,7 @@ def cmd_export(args: argparse.Namespace) -> int:
             out_dir=args.out,
             calibration_images=args.calibration_images,
             accuracy_images=args.accuracy_images,
+            int8_weights=weights,
             on_event=lambda e: print(e.get("message", e), file=sys.stderr),
         )
         deltas = {
@@ -56,6 +59,7 @@ def cmd_export(args: argparse.Namespace) -> int:
                     "parts": sorted(manifest.parts),
                     "parityOk": manifest.parity.get("ok"),
                     "accuracyDeltaPoints": deltas,
+                    "recipes": manifest.parts["vision"].recipes,
                 }
             )
         )
@@ -166,6 +170,12 @@ def register(sub: Any) -> None:
     p.add_argument("--calibration-images", type=int, default=64, help="training images for INT8")
     p.add_argument(
         "--accuracy-images", type=int, default=200, help="test images for the accuracy deltas"
+    )
+    p.add_argument(
+        "--int8-weights",
+        choices=("auto", "full", "reduced"),
+        help="INT8 weight range: reduced (7-bit) for x86 CPUs without VNNI; default: the "
+        "int8_weights setting (auto: from this machine's CPU)",
     )
     p.set_defaults(func=cmd_export)
 

@@ -44,6 +44,12 @@ class ServingSettings(BaseSettings):
     triton_sync_interval_seconds: float = Field(
         default=30.0, gt=0, description="Full resync period of `vlarena triton-sync`."
     )
+    int8_weights: Literal["auto", "full", "reduced"] = Field(
+        default="auto",
+        description="Weight range of exported INT8 vision encoders: full (8-bit; GPUs, ARM and "
+        "x86 CPUs with VNNI), reduced (7-bit; x86 CPUs without VNNI, whose u8×s8 kernels "
+        "saturate), or auto (from the CPU of the machine that exports).",
+    )
     serving_precision: Literal["fp32", "fp16", "int8"] = Field(
         default="fp32", description="Vision-encoder precision used when a request names none."
     )

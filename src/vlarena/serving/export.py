@@ -28,7 +28,14 @@ from vlarena.models.vl_jepa import VLJEPA
 from vlarena.serving import graphs
 from vlarena.serving.manifest import EXPORT_DIR, TOKENIZER_FILE, PartSpec, ServingManifest
 from vlarena.serving.pipelines import OnnxRunner, ServedModel
-from vlarena.serving.quantize import cached_variant, make_variant, qdq_op_counts
+from vlarena.serving.quantize import (
+    WeightRange,
+    cached_variant,
+    make_variant,
+    qdq_op_counts,
+    recipe,
+    weight_range,
+)
 from vlarena.serving.repository import TRITON_TYPES, Batching, TensorSpec
 
 log = logging.getLogger(__name__)
@@ -202,7 +209,12 @@ def precision_accuracy(
         entry["deltaPoints"] = {
             k: round(100 * (v - base[k]), 3) for k, v in entry["metrics"].items() if k in base
         }
-    return {"images": len(images), "split": "test", "precisions": results}
+    return {
+        "images": len(images),
+        "split": "test",
+        "splitImages": len(test),
+        "precisions": results,
+    }
 
 
 # --- export --------------------------------------------------------------------------------------
@@ -213,10 +225,16 @@ def export_model(
     calibration_images: np.ndarray,
     test: Dataset,
     accuracy_images: int = ACCURACY_IMAGES,
+    int8_weights: WeightRange | None = None,
     on_event: OnEvent = lambda _e: None,
 ) -> ServingManifest:
     """Writes every graph of `model`, the vision encoder's FP16/INT8 variants and
-    `serving.json` (with parity and accuracy) into `out_dir`."""
+    `serving.json` (with parity and accuracy) into `out_dir`. `int8_weights` defaults to the
+    `int8_weights` setting."""
+    if int8_weights is None:
+        from vlarena.serving.config import get_serving_settings
+
+        int8_weights = weight_range(get_serving_settings().int8_weights)
     started = time.perf_counter()
     model = model.eval()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -224,6 +242,7 @@ def export_model(
     # The text side's tokenizer travels with the graphs: the gateway has no model packages.
     shutil.copyfile(WordPieceTokenizer.minilm().path, out_dir / TOKENIZER_FILE)
     variants: dict[str, str] = {}
+    recipes = {p: recipe(p, int8_weights) for p in ("fp16", "int8")}
     vision = paths["vision"]
     calibration = {"images": calibration_images.astype(np.float32)}
     for precision in ("fp16", "int8"):
@@ -231,9 +250,9 @@ def export_model(
         calib = calibration if precision == "int8" else None
         if model.x_encoder.frozen:  # every model over this encoder shares it: made once
             cache = cache_dir() / "encoders" / "variants"
-            shutil.copyfile(cached_variant(cache, vision, precision, calib), made)
+            shutil.copyfile(cached_variant(cache, vision, precision, calib, int8_weights), made)
         else:
-            make_variant(vision, made, precision, calib)
+            make_variant(vision, made, precision, calib, int8_weights)
         variants[precision] = made.name
     parts = {}
     for name, path in paths.items():
@@ -245,6 +264,7 @@ def export_model(
             outputs=outputs,
             batching=PART_BATCHING[name],
             variants=variants if name == "vision" else {},
+            recipes=recipes if name == "vision" else {},
         )
     manifest = ServingManifest(
         family=model.family,
@@ -302,6 +322,7 @@ def export_run(
     on_event: OnEvent = lambda _e: None,
     calibration_images: int = CALIBRATION_IMAGES,
     accuracy_images: int = ACCURACY_IMAGES,
+    int8_weights: WeightRange | None = None,
 ) -> ServingManifest:
     """Exports the model saved in a training run directory (`model.pt` and `run.json`) into
     `<run>/export/`: calibration from its training split, accuracy on its test split.
@@ -325,5 +346,6 @@ def export_run(
         calibration_images=calibration,
         test=splits.test,
         accuracy_images=accuracy_images,
+        int8_weights=int8_weights,
         on_event=on_event,
     )

@@ -45,6 +45,7 @@ class PartSpec:
     outputs: tuple[TensorSpec, ...]
     batching: Batching
     variants: dict[str, str] = field(default_factory=dict)  # precision → file
+    recipes: dict[str, str] = field(default_factory=dict)  # precision → how it was made
 
     def file_for(self, precision: str) -> str:
         return self.file if precision == "fp32" else self.variants[precision]
@@ -56,6 +57,7 @@ class PartSpec:
             "outputs": [s.to_dict() for s in self.outputs],
             "batching": self.batching.to_dict(),
             "variants": dict(self.variants),
+            "recipes": dict(self.recipes),
         }
 
     @classmethod
@@ -67,6 +69,7 @@ class PartSpec:
             outputs=tuple(TensorSpec.from_dict(s) for s in data["outputs"]),
             batching=Batching.from_dict(data["batching"]),
             variants=dict(data.get("variants") or {}),
+            recipes=dict(data.get("recipes") or {}),
         )
 
 

@@ -117,7 +117,7 @@ class ModelConfig:
         lines.append(
             f"instance_group [ {{ kind: {self.instance_kind} count: {self.instance_count} }} ]"
         )
-        params = {"onnx_file": ONNX_FILE}
+        params = {"onnx_file": ONNX_FILE, "allow_spinning": "0" if self.batching.dynamic else "1"}
         if self.intra_op_threads:
             params["intra_op_threads"] = str(self.intra_op_threads)
         if self.backend == "python":
