@@ -129,6 +129,8 @@ def test_the_serving_benchmark_measures_every_configuration(
     assert configs == {(k, n) for k in ("(a)", "(b)", "(c)", "(d)") for n in (1, 4)}
     assert all(c["requests"] > 0 and c["errors"] == 0 for c in result["cells"])
     assert min(result["summary"]["int8QdqOps"].values()) > 0
+    onnx = result["onnxruntime"]
+    assert set(onnx) == {"fp32", "int8"} and all(v > 0 for p in onnx.values() for v in p.values())
     assert result["int8Recipe"] == tiny_exports["vl-jepa"].parts["vision"].recipes["int8"]
     printed = capsys.readouterr().out
     assert "(c)/(b) throughput at 4 clients" in printed and "int8" in printed

@@ -7,16 +7,17 @@ each sending one image per request:
 - (c) the same with dynamic batching;
 - (d) the INT8 QDQ graph on Triton with dynamic batching;
 
-each Triton configuration measured in interleaved rounds, so that a noisy neighbour slows all
-three alike; then the test-split accuracy of the FP16 and INT8 vision encoders against FP32
-(from the export's `serving.json`, re-exported when its INT8 recipe is not the one asked for). Targets, on this CPU: (c) at least 1.25× (b)'s throughput at 32
-clients with a p99 no worse; (d) at least 1.5× (c)'s throughput with a top-1 drop of at most
-1 point, its graph holding QuantizeLinear/DequantizeLinear ops.
+beside them the FP32 and INT8 graphs alone, run by onnxruntime in-process at batch 1, 8 and 32
+(what batching and INT8 can give on this CPU without a server). The Triton configurations run in
+interleaved rounds, so that a noisy neighbour slows all three alike. Then the test-split accuracy
+of the FP16 and INT8 vision encoders against FP32 (from the export's `serving.json`, exported
+again when its INT8 recipe is not the one asked for). Targets, on this CPU: (c) at least 1.25×
+(b)'s throughput at 32 clients with a p99 no worse; (d) at least 1.5× (c)'s throughput with a
+top-1 drop of at most 1 point, its graph holding QuantizeLinear/DequantizeLinear ops.
 
 Run with `python -m vlarena.bench.serving [--run-dir RUN] [--duration S] [--rounds N]
-[--int8-weights auto|full|reduced] [--out DIR]`; without
-a run directory it trains (once, cached) a small VL-JEPA on fashion-grid to measure accuracy
-with. It writes `<out>/serving.json` and exits non-zero when a target is missed.
+[--int8-weights auto|full|reduced] [--out DIR]`; without a run directory it trains (once,
+cached) a small VL-JEPA on fashion-grid to measure accuracy with. It writes `<out>/serving.json` and exits non-zero when a target is missed.
 """
 
 from __future__ import annotations
@@ -109,6 +110,43 @@ def bench_torch(encoder: Any, images: np.ndarray, concurrency: int, duration: fl
     return _cell(
         "(a) PyTorch eager, in-process", concurrency, latencies, time.perf_counter() - started, 0
     )
+
+
+# --- the graphs alone, in-process --------------------------------------------------------------
+ONNX_BATCHES = (1, 8, 32)
+
+
+def bench_onnx(
+    manifest: ServingManifest, images: np.ndarray, threads: int, duration: float, rounds: int
+) -> dict[str, dict[int, float]]:
+    """Images per second of the FP32 and INT8 graphs run by onnxruntime in this process (no
+    server) at each of ONNX_BATCHES: the ceiling of (b)-(d), and whether batching pays on
+    this CPU at all. Precisions and batch sizes alternate within each of `rounds` rounds."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    sessions = {
+        precision: ort.InferenceSession(
+            str(manifest.path_of("vision", precision)), options, providers=["CPUExecutionProvider"]
+        )
+        for precision in ("fp32", "int8")
+    }
+    batches = {b: np.resize(images, (b, *images.shape[1:])) for b in ONNX_BATCHES}
+    done = {p: dict.fromkeys(ONNX_BATCHES, 0) for p in sessions}
+    spent = {p: dict.fromkeys(ONNX_BATCHES, 0.0) for p in sessions}
+    slot = duration / rounds / len(sessions) / len(ONNX_BATCHES)
+    for session in sessions.values():
+        session.run(None, {"images": batches[max(ONNX_BATCHES)]})  # warm-up
+    for _ in range(rounds):
+        for b, batch in batches.items():
+            for precision, session in sessions.items():
+                started = time.perf_counter()
+                while (elapsed := time.perf_counter() - started) < slot or not done[precision][b]:
+                    session.run(None, {"images": batch})
+                    done[precision][b] += b
+                spent[precision][b] += elapsed
+    return {p: {b: round(done[p][b] / spent[p][b], 1) for b in ONNX_BATCHES} for p in sessions}
 
 
 # --- (b), (c), (d) Triton ------------------------------------------------------------------------
@@ -274,7 +312,17 @@ def report(cells: list[Cell], manifest: ServingManifest, qdq: dict[str, int]) ->
     }
 
 
-def print_tables(cells: list[Cell], manifest: ServingManifest, summary: dict[str, Any]) -> None:
+def print_tables(
+    cells: list[Cell],
+    manifest: ServingManifest,
+    summary: dict[str, Any],
+    onnx: dict[str, dict[int, float]],
+) -> None:
+    print("\nthe graphs alone: onnxruntime in-process, images/s by batch size")
+    print(f"{'batch':>7} {'FP32':>9} {'INT8':>9} {'INT8/FP32':>10}")
+    for b in ONNX_BATCHES:
+        fp32, int8 = onnx["fp32"][b], onnx["int8"][b]
+        print(f"{b:>7} {fp32:>9.1f} {int8:>9.1f} {int8 / fp32:>9.2f}×")
     print(
         f"\n{'config':<36} {'clients':>7} {'images/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6}"
     )
@@ -342,16 +390,18 @@ def main(argv: list[str] | None = None) -> int:
     images = load_images([r.image for r in test.records[:64]], manifest.image_size)
     encoder = build_x_encoder(XEncoderConfig(image_size=manifest.image_size)).eval()
     cells = [bench_torch(encoder, images, n, args.duration) for n in levels]
+    onnx = bench_onnx(manifest, images, args.threads, args.duration, args.rounds)
     with tempfile.TemporaryDirectory(prefix="vlarena-bench-serving-") as tmp:
         names = bench_repository(Path(tmp) / "repository", manifest, args.threads)
         with LocalTriton(Path(tmp) / "repository", load_models=names, workdir=Path(tmp)) as server:
             cells += asyncio.run(run_triton(server, images, levels, args.duration, args.rounds))
     qdq = qdq_op_counts(manifest.path_of("vision", "int8"))
     summary = report(cells, manifest, qdq)
-    print_tables(cells, manifest, summary)
+    print_tables(cells, manifest, summary, onnx)
     args.out.mkdir(parents=True, exist_ok=True)
     result = {
         "cells": [asdict(c) for c in cells],
+        "onnxruntime": onnx,
         "accuracy": manifest.accuracy,
         "summary": summary,
         "threads": args.threads,
