@@ -17,7 +17,8 @@ top-1 drop of at most 1 point, its graph holding QuantizeLinear/DequantizeLinear
 
 Run with `python -m vlarena.bench.serving [--run-dir RUN] [--duration S] [--rounds N]
 [--int8-weights auto|full|reduced] [--out DIR]`; without a run directory it trains (once,
-cached) a small VL-JEPA on fashion-grid to measure accuracy with. It writes `<out>/serving.json` and exits non-zero when a target is missed.
+cached) a small VL-JEPA on fashion-grid to measure accuracy with. It writes
+`<out>/serving.json` and exits non-zero when a target is missed.
 """
 
 from __future__ import annotations
