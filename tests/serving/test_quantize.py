@@ -11,7 +11,13 @@ import onnx
 import pytest
 
 from vlarena.serving import quantize
-from vlarena.serving.quantize import cpu_has_vnni, quantize_int8, recipe, weight_range
+from vlarena.serving.quantize import (
+    WEIGHT_RANGE_CHOICES,
+    cpu_has_vnni,
+    quantize_int8,
+    recipe,
+    weight_range,
+)
 
 
 def _cpuinfo(tmp_path: Path, flags: str) -> Path:
@@ -68,7 +74,11 @@ def test_the_export_records_its_recipes_and_the_command_chooses_the_range(
     made = tiny_exports["vl-jepa"].parts["vision"].recipes
     assert made == {"fp16": recipe("fp16"), "int8": recipe("int8", weight_range())}
     parser = argparse.ArgumentParser()
-    register(parser.add_subparsers(dest="command", required=True))
+    commands = parser.add_subparsers(dest="command", required=True)
+    register(commands)
+    export = commands.choices["export"]
+    choices = next(a.choices for a in export._actions if a.dest == "int8_weights")
+    assert tuple(choices) == WEIGHT_RANGE_CHOICES
     run_dir = tiny_exports["vl-jepa"].directory.parent
     options = ["--int8-weights", "reduced", "--calibration-images", "16", "--accuracy-images", "0"]
     args = parser.parse_args(["export", str(run_dir), "--out", str(tmp_path / "x"), *options])

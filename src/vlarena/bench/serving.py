@@ -40,7 +40,13 @@ import numpy as np
 
 from vlarena.serving.client import TritonPool
 from vlarena.serving.manifest import ServingManifest
-from vlarena.serving.quantize import WeightRange, qdq_op_counts, recipe, weight_range
+from vlarena.serving.quantize import (
+    WEIGHT_RANGE_CHOICES,
+    WeightRange,
+    qdq_op_counts,
+    recipe,
+    weight_range,
+)
 from vlarena.serving.repository import Batching, ModelRepository
 from vlarena.serving.sync import DesiredModel, write_plan
 from vlarena.serving.triton import LocalTriton
@@ -247,13 +253,14 @@ async def run_triton(
 
 # --- the model whose export is measured ---------------------------------------------------------
 def prepare_export(
-    run_dir: Path | None, work: Path, weights: WeightRange = "full"
+    run_dir: Path | None, work: Path, weights: WeightRange | None = None
 ) -> tuple[ServingManifest, Path]:
     """The export of `run_dir` (made if missing or if its INT8 variant was made by another
-    recipe than `weights` names), or of a small VL-JEPA trained once under `work`; and the
-    run directory."""
+    recipe than `weights` names; default: this CPU's), or of a small VL-JEPA trained once under
+    `work`; and the run directory."""
     from vlarena.serving.export import export_run
 
+    weights = weights or weight_range()
     if run_dir is None:
         from vlarena.training.jobs import execute_job
 
@@ -365,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--int8-weights",
-        choices=("auto", "full", "reduced"),
+        choices=WEIGHT_RANGE_CHOICES,
         default="auto",
         help="INT8 weight range (auto: reduced on x86 CPUs without VNNI)",
     )

@@ -173,7 +173,7 @@ def register(sub: Any) -> None:
     )
     p.add_argument(
         "--int8-weights",
-        choices=("auto", "full", "reduced"),
+        choices=("auto", "full", "reduced"),  # quantize.WEIGHT_RANGE_CHOICES, without onnx
         help="INT8 weight range: reduced (7-bit) for x86 CPUs without VNNI; default: the "
         "int8_weights setting (auto: from this machine's CPU)",
     )

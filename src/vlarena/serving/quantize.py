@@ -30,6 +30,7 @@ INT8_RECIPES: dict[str, str] = {
     "full": "int8-qdq-u8s8-perchannel-minmax-fp32first",
     "reduced": "int8-qdq-u8s8-perchannel-reduced-minmax-fp32ends",
 }
+WEIGHT_RANGE_CHOICES = ("auto", *INT8_RECIPES)
 VNNI_FLAGS = ("avx512_vnni", "avx_vnni")
 
 
