@@ -134,6 +134,7 @@ def test_the_serving_benchmark_measures_every_configuration(
     assert result["int8Recipe"] == tiny_exports["vl-jepa"].parts["vision"].recipes["int8"]
     printed = capsys.readouterr().out
     assert "(c)/(b) throughput at 4 clients" in printed and "int8" in printed
+    assert result["cpu"]["cores"] >= 1 and f"{result['cpu']['cores']} cores" in printed
 
 
 def test_the_serving_benchmark_re_exports_a_run_made_by_another_int8_recipe(tiny_exports, tmp_path):

@@ -14,6 +14,7 @@ from vlarena.serving import quantize
 from vlarena.serving.quantize import (
     WEIGHT_RANGE_CHOICES,
     cpu_has_vnni,
+    describe_cpu,
     quantize_int8,
     recipe,
     weight_range,
@@ -31,6 +32,21 @@ def test_vnni_is_read_from_the_cpu_flags(tmp_path):
     assert cpu_has_vnni(_cpuinfo(tmp_path, "avx2 avx_vnni"))
     assert not cpu_has_vnni(_cpuinfo(tmp_path, "avx2 fma avx512f"))
     assert not cpu_has_vnni(tmp_path / "missing")
+
+
+def test_the_cpu_is_described_from_its_first_processor_block(tmp_path):
+    path = tmp_path / "cpuinfo"
+    path.write_text(
+        "processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 17\n"
+        "model name\t: AMD EPYC\nflags\t\t: fpu avx2 avx512f avx512_vnni\n\n"
+        "processor\t: 1\nmodel name\t: another\nflags\t\t: fpu\n"
+    )
+    described = describe_cpu(path)
+    assert described["model"] == "AMD EPYC"
+    assert (described["family"], described["modelNumber"]) == (25, 17)
+    assert described["avx512"] is True and described["vnni"] is True
+    bare = describe_cpu(tmp_path / "missing")
+    assert "model" not in bare and "vnni" not in bare and bare["cores"] >= 1
 
 
 def test_auto_reduces_the_weight_range_only_on_x86_without_vnni(monkeypatch):

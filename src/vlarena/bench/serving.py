@@ -43,6 +43,7 @@ from vlarena.serving.manifest import ServingManifest
 from vlarena.serving.quantize import (
     WEIGHT_RANGE_CHOICES,
     WeightRange,
+    describe_cpu,
     qdq_op_counts,
     recipe,
     weight_range,
@@ -325,7 +326,16 @@ def print_tables(
     manifest: ServingManifest,
     summary: dict[str, Any],
     onnx: dict[str, dict[int, float]],
+    cpu: dict[str, Any],
 ) -> None:
+    model = cpu.get("model", cpu["machine"])
+    if "family" in cpu:
+        model += f" (family {cpu['family']}, model {cpu.get('modelNumber', '?')})"
+    extensions = [name for name in ("avx512", "vnni") if cpu.get(name)]
+    print(
+        f"\nCPU: {model}, {cpu['cores']} cores, {' + '.join(extensions) or 'no AVX-512 or VNNI'}; "
+        f"INT8 recipe {manifest.parts['vision'].recipes.get('int8')}"
+    )
     print("\nthe graphs alone: onnxruntime in-process, images/s by batch size")
     print(f"{'batch':>7} {'FP32':>9} {'INT8':>9} {'INT8/FP32':>10}")
     for b in ONNX_BATCHES:
@@ -405,7 +415,8 @@ def main(argv: list[str] | None = None) -> int:
             cells += asyncio.run(run_triton(server, images, levels, args.duration, args.rounds))
     qdq = qdq_op_counts(manifest.path_of("vision", "int8"))
     summary = report(cells, manifest, qdq)
-    print_tables(cells, manifest, summary, onnx)
+    cpu = describe_cpu()
+    print_tables(cells, manifest, summary, onnx, cpu)
     args.out.mkdir(parents=True, exist_ok=True)
     result = {
         "cells": [asdict(c) for c in cells],
@@ -414,7 +425,7 @@ def main(argv: list[str] | None = None) -> int:
         "summary": summary,
         "threads": args.threads,
         "int8Recipe": manifest.parts["vision"].recipes.get("int8"),
-        "cpu": os.cpu_count(),
+        "cpu": cpu,
     }
     (args.out / "serving.json").write_text(json.dumps(result, indent=2) + "\n")
     print(f"\nresults: {args.out / 'serving.json'}")

@@ -34,15 +34,39 @@ WEIGHT_RANGE_CHOICES = ("auto", *INT8_RECIPES)
 VNNI_FLAGS = ("avx512_vnni", "avx_vnni")
 
 
-def cpu_has_vnni(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
-    """Whether this x86 CPU multiplies u8×s8 pairs without saturating (AVX-512 VNNI or
-    AVX-VNNI), read from `cpuinfo`; False where its flags cannot be read."""
+def describe_cpu(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict[str, object]:
+    """This CPU as the serving benchmarks' figures depend on it: model name, x86 family and
+    model numbers, cores, and whether it has AVX-512 and VNNI; read from `cpuinfo`, with what
+    cannot be read left out."""
     try:
         text = cpuinfo.read_text()
     except OSError:
-        return False
-    flags = next((line for line in text.splitlines() if line.startswith("flags")), "")
-    return any(flag in flags.split() for flag in VNNI_FLAGS)
+        text = ""
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if not sep:
+            if fields:
+                break  # the first processor's block is enough
+            continue
+        fields.setdefault(key.strip(), value.strip())
+    flags = fields.get("flags", "").split()
+    described: dict[str, object] = {"cores": os.cpu_count(), "machine": platform.machine()}
+    if "model name" in fields:
+        described["model"] = fields["model name"]
+    for key, name in (("cpu family", "family"), ("model", "modelNumber")):
+        if fields.get(key, "").isdigit():
+            described[name] = int(fields[key])
+    if flags:
+        described["avx512"] = "avx512f" in flags
+        described["vnni"] = any(flag in flags for flag in VNNI_FLAGS)
+    return described
+
+
+def cpu_has_vnni(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
+    """Whether this x86 CPU multiplies u8×s8 pairs without saturating (AVX-512 VNNI or
+    AVX-VNNI), read from `cpuinfo`; False where its flags cannot be read."""
+    return bool(describe_cpu(cpuinfo).get("vnni", False))
 
 
 def weight_range(setting: str = "auto", machine: str | None = None) -> WeightRange:
