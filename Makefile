@@ -88,7 +88,10 @@ hadolint: deploy-tools
 gateway-lock: setup
 	$(BIN)/python services/gateway/lock.py
 
+# The floors hold (import-linter contracts in pyproject.toml) and the types check, then the tests.
 test: setup
+	$(BIN)/lint-imports --no-cache
+	$(BIN)/mypy
 	rm -f .coverage .coverage.*
 	$(BIN)/coverage run -m pytest $(PYTEST_ARGS)
 	$(BIN)/coverage combine -q

@@ -60,13 +60,14 @@ def vlarena_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_compare(tmp_path_factory: pytest.TempPathFactory, vlarena_cache: Path) -> dict[str, Any]:
-    """Both families trained once on tiny fashion-grid data through `execute_job`, and exported
+    """Both families trained once on tiny fashion-grid data through `run_job`, and exported
     for serving and reported as a compare job is."""
-    from vlarena.training.jobs import execute_job
+    from vlarena.experiments.jobs import run_job
+    from vlarena.jobs.spec import parse_job_spec
 
     workdir = tmp_path_factory.mktemp("tiny-compare")
-    events: list[dict[str, Any]] = []
-    result = execute_job(tiny_spec(seeds=1), workdir, on_event=events.append)
+    events: list[Any] = []
+    result = run_job(parse_job_spec(tiny_spec(seeds=1)), workdir, on_event=events.append)
     return {
         "workdir": workdir,
         "result": result,
@@ -88,18 +89,20 @@ def tiny_models(tiny_compare: dict[str, Any]) -> dict[str, Any]:
 
 @pytest.fixture(scope="session")
 def tiny_splits(vlarena_cache: Path):
-    from vlarena.training.jobs import Splits, open_dataset
+    from vlarena.experiments.inputs import Splits, open_dataset
+    from vlarena.jobs.spec import DatasetSpec
 
-    return Splits.of(open_dataset(TINY_DATA))
+    return Splits.for_training(open_dataset(DatasetSpec.model_validate(TINY_DATA)))
 
 
 @pytest.fixture(scope="session")
 def tiny_test_visual(tiny_models, tiny_splits):
     """Cached X-encoder features of the tiny test split (both families share the encoder)."""
-    from vlarena.training.jobs import visual_inputs
+    from vlarena.events import ignore
+    from vlarena.experiments.inputs import visual_inputs
 
     model = next(iter(tiny_models.values()))
-    return visual_inputs(model, tiny_splits.test, tiny_splits.full, lambda _e: None)
+    return visual_inputs(model, tiny_splits.test, tiny_splits.full, ignore)
 
 
 def _free_port() -> int:

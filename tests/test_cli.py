@@ -185,7 +185,8 @@ def test_bad_input_is_a_clear_error_with_exit_code_2(tmp_path, capsys):
         )
         == 2
     )
-    with pytest.raises(SystemExit):
+    capsys.readouterr()
+    assert (
         main(
             [
                 "train",
@@ -201,6 +202,10 @@ def test_bad_input_is_a_clear_error_with_exit_code_2(tmp_path, capsys):
                 "novalue",
             ]
         )
+        == 2
+    )
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--config takes KEY=VALUE" in err
 
 
 def test_metrics_table_prints_both_families(tiny_compare, capsys):
@@ -214,10 +219,60 @@ def test_metrics_table_prints_both_families(tiny_compare, capsys):
 def test_gpu_check_says_when_there_is_no_gpu(tmp_path, capsys, monkeypatch):
     import torch
 
-    from vlarena.training import gpu_check
+    from vlarena.experiments import gpu_check
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert gpu_check.gpu_check(tmp_path) == 2
     assert "no CUDA device" in capsys.readouterr().out
     # The parity probe itself runs on any device: on the CPU it compares the CPU with itself.
     assert gpu_check.attention_parity(torch.device("cpu")) == 0.0
+
+
+@pytest.fixture(scope="module")
+def held_out(tmp_path_factory) -> Path:
+    """The exported data's test split alone, every record marked `split: test`."""
+    out = tmp_path_factory.mktemp("held-out")
+    options = ["n_train=96", "n_val=16", "n_test=32", "split=test"]
+    done = vlarena("data", "export", "fashion-grid", str(out), *[f"--option={o}" for o in options])
+    assert done.returncode == 0, done.stderr
+    return Path(done.stdout.strip())
+
+
+def test_evaluate_on_someone_elses_all_test_manifest(trained, held_out, tmp_path):
+    rows = [json.loads(line) for line in held_out.read_text().splitlines()]
+    assert len(rows) == 32 and {r["split"] for r in rows} == {"test"}
+    out = tmp_path / "held-out.json"
+    done = vlarena(
+        "evaluate", str(trained), "--dataset", str(held_out), "--eval", "maxImages=16",
+        "--eval", "generateImages=4", "--eval", "retrievalPools=[4]", "--out", str(out),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    result = json.loads(out.read_text())
+    assert result["images"] == 16
+    # CIDEr's chance level draws from the captions stored with the run at training time.
+    assert (trained / "run" / "train-captions.json").exists()
+    assert result["metrics"]["cider"]["chance"] >= 0
+
+
+def test_evaluate_job_on_an_all_test_manifest(trained, held_out, tmp_path):
+    from tests.experiments.jobs import run_job
+
+    result = run_job(
+        {
+            "type": "evaluate",
+            "source": {"runDir": str(trained / "run")},
+            "dataset": {"uri": str(held_out)},
+            "evaluation": {"maxImages": 8, "generateImages": 2, "retrievalPools": [4]},
+        },
+        tmp_path,
+    )
+    assert result["artifacts"] == ["evaluation.json"]
+    assert json.loads((tmp_path / "evaluation.json").read_text())["images"] == 8
+
+
+def test_evaluating_on_the_training_manifest_as_all_test_is_refused(trained, exported):
+    done = vlarena("evaluate", str(trained), "--dataset", str(exported), "--all-test")
+    assert done.returncode == 2
+    assert "trained on this very manifest" in done.stderr and "Traceback" not in done.stderr
+    done = vlarena("evaluate", str(trained / "nowhere"))
+    assert done.returncode == 2 and "no model.pt" in done.stderr

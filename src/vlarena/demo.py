@@ -237,9 +237,10 @@ def local_stack(root: Path, say: Callable[[str], None] = print) -> Iterator[Loca
 
 def _images(dataset: dict[str, Any], count: int) -> tuple[list[str], list[str]]:
     """Base64 PNGs of the first test images of the job's dataset, and their captions."""
-    from vlarena.training.jobs import Splits, open_dataset
+    from vlarena.experiments.inputs import Splits, open_dataset
+    from vlarena.jobs.spec import DatasetSpec
 
-    test = Splits.of(open_dataset(dataset)).test
+    test = Splits.for_training(open_dataset(DatasetSpec.model_validate(dataset))).test
     records = test.records[:count]
     encoded = [base64.b64encode(Path(r.image).read_bytes()).decode() for r in records]
     return encoded, [r.captions[0] for r in records]

@@ -15,6 +15,13 @@ def _default_artifact_dir() -> Path:
     return Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share")) / "vlarena"
 
 
+ApiScope = Literal["read", "submit", "admin"]
+
+
+def _default_scopes() -> list[ApiScope]:
+    return ["read"]
+
+
 class ApiKeyEntry(BaseModel):
     """One gateway API key: its name, the SHA-256 of its secret (or the secret) and its scopes."""
 
@@ -25,7 +32,7 @@ class ApiKeyEntry(BaseModel):
     key: str | None = Field(
         default=None, min_length=16, description="The secret itself; hashed when loaded."
     )
-    scopes: list[Literal["read", "submit", "admin"]] = Field(default_factory=lambda: ["read"])
+    scopes: list[ApiScope] = Field(default_factory=_default_scopes)
 
     @model_validator(mode="after")
     def _one_secret(self) -> ApiKeyEntry:

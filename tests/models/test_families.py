@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from vlarena.models.errors import ConfigError
 from vlarena.models.losses import InfoNCE
 from vlarena.models.registry import build_model, load_model, make_config, save_model
 from vlarena.models.vl_jepa import text_ids
@@ -138,11 +139,13 @@ def test_full_vocabulary_model_is_much_larger_than_caption_vocabulary():
 
 
 def test_config_errors_name_the_field():
-    with pytest.raises(ValueError, match="unknown field 'layers'"):
+    with pytest.raises(ConfigError, match="unknown field of TokenVLMConfig") as caught:
         make_config("token-vlm", {"layers": 3})
-    with pytest.raises(ValueError, match="x_encoder"):
+    assert caught.value.field == "model.config.layers"
+    with pytest.raises(ConfigError, match="x_encoder") as caught:
         make_config("token-vlm", {"x_encoder": {"nam": "vit"}})
-    with pytest.raises(ValueError, match="unknown model family"):
+    assert caught.value.field == "model.config.x_encoder.nam"
+    with pytest.raises(ConfigError, match="unknown model family"):
         make_config("gpt", {})
-    with pytest.raises(ValueError, match="preset"):
+    with pytest.raises(ConfigError, match="preset"):
         make_config("vl-jepa", {"preset": "huge"})

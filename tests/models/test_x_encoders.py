@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 
+from vlarena.experiments.features import encode_images
+from vlarena.models.errors import ConfigError
 from vlarena.models.x_encoders import XEncoderConfig, build_x_encoder
-from vlarena.training.features import encode_images
 
 
 def test_efficientnet_is_frozen_and_gives_4x4_tokens_at_128px():
@@ -42,9 +43,10 @@ def test_vit_trains_from_scratch():
 
 
 def test_unknown_or_misfit_encoder_is_a_clear_error():
-    with pytest.raises(ValueError, match="unknown x_encoder"):
+    with pytest.raises(ConfigError, match="unknown x_encoder") as caught:
         build_x_encoder(XEncoderConfig(name="resnet"))
-    with pytest.raises(ValueError, match="divisible by 32"):
+    assert caught.value.field == "model.config.x_encoder.name"
+    with pytest.raises(ConfigError, match="divisible by 32"):
         build_x_encoder(XEncoderConfig(image_size=100))
-    with pytest.raises(ValueError, match="hf_model"):
+    with pytest.raises(ConfigError, match="hf_model"):
         build_x_encoder(XEncoderConfig(name="hf"))

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from vlarena.events import as_dict
 from vlarena.settings import Settings
 from vlarena.worker.launcher import (
     ClusterJobFailed,
@@ -37,7 +38,15 @@ RANK0_LOG = "\n".join(
     [
         "W0101 torchrun: starting 4 processes per node",
         json.dumps({"type": "progress", "step": 5, "samplesSeen": 80, "totalSamples": 80}),
-        json.dumps({"type": "checkpoint", "step": 5, "samplesSeen": 80, "path": "run/c.pt"}),
+        json.dumps(
+            {
+                "type": "artifact",
+                "kind": "checkpoint",
+                "step": 5,
+                "samplesSeen": 80,
+                "path": "run/c.pt",
+            }
+        ),
         "{not json",
     ]
 )
@@ -77,7 +86,8 @@ def launch(
             ATTEMPT,
             SPEC,
             workdir,
-            on_event=events.append,
+            # What the worker records: typed events in their wire shape, dicts as they are.
+            on_event=lambda e: events.append(e if isinstance(e, dict) else as_dict(e)),
             should_stop=should_stop or (lambda: False),
         )
     except Exception as exc:
@@ -110,7 +120,7 @@ def test_success_creates_the_job_and_service_follows_rank_zero_and_cleans_up(tmp
     assert "0 of 2 pods placed" in queued["message"] and "Insufficient" in queued["message"]
     # Rank 0's JSON lines are the trainer's events; other lines are log lines.
     assert {"type": "progress", "step": 5, "samplesSeen": 80, "totalSamples": 80} in events
-    assert any(e["type"] == "checkpoint" for e in events)
+    assert any(e["type"] == "artifact" and e["kind"] == "checkpoint" for e in events)
     messages = [e["message"] for e in events if e["type"] == "log"]
     assert "[rank 0] W0101 torchrun: starting 4 processes per node" in messages
     assert "[rank 0] {not json" in messages

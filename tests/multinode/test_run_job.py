@@ -39,9 +39,11 @@ def test_run_job_prints_events_as_json_lines_and_leaves_the_result(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     events = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
     assert len(events) == len(done.stdout.splitlines())  # nothing else on stdout
-    progress = [e for e in events if e["type"] == "progress"]
+    progress = [e for e in events if e["type"] == "progress" and e["phase"] == "train"]
     assert [e["step"] for e in progress] == [1, 2]
-    assert any(e["type"] == "checkpoint" for e in events)
+    phases = {e["phase"] for e in events if e["type"] == "progress"}
+    assert {"load-data", "prepare-texts", "evaluate"} <= phases
+    assert any(e["type"] == "artifact" and e["kind"] == "checkpoint" for e in events)
     result = json.loads((tmp_path / "run" / "job-result.json").read_text())
     assert result["models"][0]["family"] == "token-vlm"
     assert result["metrics"]["i2t_r1@4"] >= 0.0
@@ -52,4 +54,5 @@ def test_run_job_names_what_is_wrong_with_a_bad_spec(tmp_path):
     spec.write_text(yaml.safe_dump({**SPEC, "budget": {"steps": 0}}))
     done = run_job(str(spec), "--out", str(tmp_path / "run"))
     assert done.returncode == 2
-    assert "not a valid job spec" in done.stderr and "budget.steps" in done.stderr
+    assert "budget.steps: Input should be greater than 0" in done.stderr
+    assert done.stderr.count("\n") == 1  # one line a person can act on

@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -179,8 +180,16 @@ def long_train(samples: int = 6400, **fields: Any) -> dict[str, Any]:
 
 
 def failing_job(**fields: Any) -> dict[str, Any]:
-    """A job whose training fails at once: its manifest does not exist."""
+    """A job that fails at once on its input: its manifest does not exist."""
     return tiny_train(dataset={"uri": "/nonexistent/vlarena-test/manifest.jsonl"}, **fields)
+
+
+def broken_job(**fields: Any) -> dict[str, Any]:
+    """A job that fails at once, and not on its input: the model file it evaluates is torn (as
+    a crash mid-write would leave it), which a later attempt may find repaired."""
+    run = Path(tempfile.mkdtemp(prefix="vlarena-torn-run-"))
+    (run / "model.pt").write_bytes(b"not a checkpoint")
+    return {"type": "evaluate", "source": {"runDir": str(run)}, **fields}
 
 
 def get_job(client: httpx.Client, job_id: str) -> dict[str, Any]:

@@ -290,3 +290,21 @@ def test_a_job_etag_follows_its_revision(gateway: Gateway) -> None:
     assert changed.status_code == 200 and changed.json()["state"] == "CANCELLED"
     assert changed.json()["revision"] > first.json()["revision"]
     assert changed.headers["ETag"] != first.headers["ETag"]
+
+
+def test_the_api_normalises_a_spec_as_the_cli_and_a_yaml_file_do(
+    gateway: Gateway, tmp_path: Path
+) -> None:
+    """The same settings through the API, a YAML file and the CLI give one spec.json."""
+    from tests.experiments.test_spec_parity import ARGV, AS_JSON, cli_spec
+
+    from vlarena.experiments.cli import spec_from_file
+    from vlarena.jobs.spec import spec_document
+
+    with gateway.client("alice") as client:
+        answer = client.post("/v1/jobs", json={**AS_JSON, "validateOnly": True})
+    assert answer.status_code == 200, answer.text
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(AS_JSON))
+    assert answer.json()["spec"] == spec_document(spec_from_file(path))
+    assert answer.json()["spec"] == spec_document(cli_spec(ARGV))

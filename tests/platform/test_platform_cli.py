@@ -12,12 +12,15 @@ import yaml
 from platform_harness import KEYS, Gateway, WorkerPool, failing_job, tiny_train
 
 from vlarena.client.cli import register
+from vlarena.gateway.cli import register as register_gateway
 from vlarena.settings import get_settings
 
 
 def vlarena(*argv: str) -> int:
     parser = argparse.ArgumentParser(prog="vlarena")
-    register(parser.add_subparsers(dest="command", required=True))
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    register_gateway(subparsers)  # for `gateway new-key`
+    register(subparsers)
     args = parser.parse_args(argv)
     return args.func(args)
 

@@ -13,6 +13,7 @@ from platform_harness import (
     TERMINAL,
     Gateway,
     WorkerPool,
+    broken_job,
     failing_job,
     get_job,
     long_train,
@@ -199,15 +200,30 @@ def test_failed_attempts_are_retried_up_to_max_retries(
 ) -> None:
     workers.ensure(1)
     with gateway.client("alice") as client:
-        job = submit(client, failing_job(maxRetries=1))
+        job = submit(client, broken_job(maxRetries=1))
         done = wait_for_state(client, job["id"], TERMINAL, 60)
         reasons = [e["reason"] for e in _events(client, job["id"])]
     assert done["state"] == "FAILED"
     assert [a["outcome"] for a in done["attempts"]] == ["failed", "failed"]
     assert done["retries"] == 1
     assert done["error"]["code"] == "JobFailed"
-    assert "manifest.jsonl" in done["error"]["message"]
+    assert "UnpicklingError" in done["error"]["message"]
     assert reasons.count("Retrying") == 1 and reasons[-1] == "Failed"
+
+
+def test_a_job_that_fails_on_its_input_is_not_retried(
+    gateway: Gateway, workers: WorkerPool
+) -> None:
+    workers.ensure(1)
+    with gateway.client("alice") as client:
+        job = submit(client, failing_job(maxRetries=3))
+        done = wait_for_state(client, job["id"], TERMINAL, 60)
+        reasons = [e["reason"] for e in _events(client, job["id"])]
+    assert done["state"] == "FAILED" and done["retries"] == 0
+    assert [a["outcome"] for a in done["attempts"]] == ["failed"]
+    assert done["error"]["code"] == "InvalidInput"
+    assert "manifest.jsonl" in done["error"]["message"] and "\n" not in done["error"]["message"]
+    assert "Retrying" not in reasons and reasons[-1] == "InvalidInput"
 
 
 def test_active_deadline_fails_a_job_that_runs_too_long(

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+from vlarena.errors import UserInputError
 from vlarena.evaluation.report.comparison import build_report, learning_curves, metric_label
 from vlarena.evaluation.report.cost import DEFAULT_NODES, NodeType, cost_section
 from vlarena.evaluation.report.report import load_nodes
@@ -148,7 +149,7 @@ def test_default_node_prices_are_documented_and_can_be_replaced(tmp_path):
     (node,) = load_nodes(path)
     assert node.usd_per_hour == 1.5 and node.capacity({"device": "cpu", "threads": 4}) == 8
     path.write_text(json.dumps([{"name": "x", "device": "tpu", "usdPerHour": 1}]))
-    with pytest.raises(ValueError, match="device"):
+    with pytest.raises(UserInputError, match="device"):
         load_nodes(path)
 
 

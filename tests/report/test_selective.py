@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from vlarena.errors import UserInputError
 from vlarena.evaluation.report.selective import (
     SELECTIVE_SEGMENTS,
     UNIFORM_EVERY,
@@ -84,7 +85,11 @@ def test_boundary_f1_scores_missed_and_extra_boundaries():
 
 
 def test_benchmark_scores_both_curves_on_a_trained_vl_jepa(tiny_models):
-    result = selective_decoding(tiny_models["vl-jepa"], SelectiveConfig(streams=1, seed=3))
+    from vlarena.experiments.features import frame_encoder
+
+    model = tiny_models["vl-jepa"]
+    encode = frame_encoder(model.x_encoder)
+    result = selective_decoding(model, SelectiveConfig(streams=1, seed=3), encode)
     assert [p["every"] for p in result["uniform"]] == list(UNIFORM_EVERY)
     assert [p["decodes"] for p in result["uniform"]] == [float(-(-64 // e)) for e in UNIFORM_EVERY]
     assert [p["segments"] for p in result["selective"]] == list(SELECTIVE_SEGMENTS)
@@ -101,5 +106,10 @@ def test_benchmark_scores_both_curves_on_a_trained_vl_jepa(tiny_models):
 
 
 def test_benchmark_needs_a_model_that_decodes_embeddings():
-    with pytest.raises(ValueError, match="representation"):
+    with pytest.raises(UserInputError, match="representation"):
         SelectiveConfig(representation="last")
+
+
+def test_a_frozen_encoder_needs_a_frame_encoder(tiny_models):
+    with pytest.raises(ValueError, match="frozen X-encoder needs"):
+        selective_decoding(tiny_models["vl-jepa"], SelectiveConfig(streams=1))

@@ -22,13 +22,13 @@ TINY_NAMES = {"token-vlm": "tiny-tvlm", "vl-jepa": "tiny-jepa"}
 def tiny_exports(tiny_compare: dict[str, Any], tiny_splits) -> dict[str, Any]:
     """{family: ServingManifest} of the tiny compare run's models, which the compare job
     exported beside each family's model.pt."""
-    from vlarena.serving.export import EXPORT_DIR
+    from vlarena.rundirs import RunDir
     from vlarena.serving.manifest import ServingManifest
 
     out = {}
     for m in tiny_compare["result"]["models"]:
-        run_dir = (tiny_compare["workdir"] / m["path"]).parent
-        out[m["family"]] = ServingManifest.load(run_dir / EXPORT_DIR)
+        run = RunDir.of_model(tiny_compare["workdir"] / m["path"])
+        out[m["family"]] = ServingManifest.load(run.export)
     return out
 
 

@@ -13,7 +13,9 @@ from pathlib import Path
 
 import torch
 
-from vlarena.serving.cli import _model_files, register
+from vlarena.experiments.cli import _runs_to_export
+from vlarena.experiments.cli import register as register_experiments
+from vlarena.serving.cli import register
 from vlarena.serving.triton import free_port
 
 CLI = (
@@ -28,7 +30,9 @@ CLI = (
 
 def test_the_commands_register_on_the_vlarena_parser(tiny_compare):
     parser = argparse.ArgumentParser()
-    register(parser.add_subparsers(dest="command", required=True))
+    commands = parser.add_subparsers(dest="command", required=True)
+    register(commands)
+    register_experiments(commands)
     args = parser.parse_args(["export", "run", "--calibration-images", "32"])
     assert args.run_dir == Path("run") and args.calibration_images == 32
     args = parser.parse_args(["triton", "--grpc-port", "9001", "--load", "a.vision"])
@@ -36,7 +40,7 @@ def test_the_commands_register_on_the_vlarena_parser(tiny_compare):
     args = parser.parse_args(["triton-sync", "--once", "--triton-url", "127.0.0.1:9001"])
     assert args.once and args.func.__name__ == "cmd_triton_sync"
     # `vlarena export` on a compare job's directory exports each of its runs.
-    assert len(_model_files(tiny_compare["workdir"])) == 2
+    assert len(_runs_to_export(tiny_compare["workdir"])) == 2
 
 
 def test_vlarena_triton_serves_until_told_to_stop(tmp_path):

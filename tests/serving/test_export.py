@@ -84,7 +84,7 @@ def test_int8_variant_is_static_qdq_and_its_accuracy_is_measured(tiny_exports, f
 
 
 def test_a_train_job_exports_as_its_last_step(tmp_path, tiny_splits):
-    from vlarena.training.jobs import execute_job
+    from tests.experiments.jobs import run_job
 
     spec = {
         "type": "train",
@@ -101,7 +101,7 @@ def test_a_train_job_exports_as_its_last_step(tmp_path, tiny_splits):
             "curvePoints": 0,
         },
     }
-    result = execute_job(spec, tmp_path, on_event=lambda _e: None)
+    result = run_job(spec, tmp_path)
     exported = [a for a in result["artifacts"] if "/export/" in a]
     assert "run/export/serving.json" in exported
     assert "run/export/vision.int8.onnx" in exported

@@ -84,7 +84,7 @@ def test_full_range_keeps_the_first_conv_in_fp32_reduced_the_last_too(tiny_expor
 def test_the_export_records_its_recipes_and_the_command_chooses_the_range(
     tiny_compare, tiny_exports, tmp_path, capsys
 ):
-    from vlarena.serving.cli import register
+    from vlarena.experiments.cli import register
     from vlarena.serving.manifest import ServingManifest
 
     made = tiny_exports["vl-jepa"].parts["vision"].recipes

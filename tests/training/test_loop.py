@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from vlarena.events import ArtifactEvent, LogEvent, ProgressEvent
 from vlarena.models.registry import build_model, make_config
 from vlarena.training.examples import ExampleSource
 from vlarena.training.loop import StopRequested, TrainConfig, Trainer
@@ -23,10 +24,11 @@ def _tiny(family: str, splits, visual, seed: int = 0, **cfg):
 
 @pytest.fixture(scope="module")
 def train_visual(tiny_models, tiny_splits):
-    from vlarena.training.jobs import visual_inputs
+    from vlarena.events import ignore
+    from vlarena.experiments.inputs import visual_inputs
 
     model = next(iter(tiny_models.values()))
-    return visual_inputs(model, tiny_splits.train, tiny_splits.full, lambda _e: None)
+    return visual_inputs(model, tiny_splits.train, tiny_splits.full, ignore)
 
 
 def test_no_weight_decay_on_norms_biases_and_scalars(tiny_models):
@@ -84,7 +86,7 @@ def test_resumed_run_reaches_the_same_parameters(family, tiny_splits, train_visu
             train_visual,
             source,
             TrainConfig(**cfg),
-            workdir=tmp_path,
+            checkpoint=tmp_path / "checkpoint.pt",
             should_stop=lambda: next(calls) == 4,
         ).fit()
     resumed, source = _tiny(
@@ -92,20 +94,47 @@ def test_resumed_run_reaches_the_same_parameters(family, tiny_splits, train_visu
     )  # other init: must be overwritten
     events = []
     result = Trainer(
-        resumed, train_visual, source, TrainConfig(**cfg), workdir=tmp_path, on_event=events.append
+        resumed,
+        train_visual,
+        source,
+        TrainConfig(**cfg),
+        checkpoint=tmp_path / "checkpoint.pt",
+        on_event=events.append,
     ).fit()
     assert result.steps == 6
-    assert any("resumed from checkpoint at step 4" in e.get("message", "") for e in events)
+    assert any(
+        isinstance(e, LogEvent) and "resumed from checkpoint at step 4" in e.message for e in events
+    )
+    saved = [e for e in events if isinstance(e, ArtifactEvent) and e.kind == "checkpoint"]
+    assert saved and saved[-1].step == 6
     a, b = straight.trainable_state_dict(), resumed.trainable_state_dict()
     for k in a:
         assert torch.allclose(a[k], b[k], atol=1e-6), k
 
 
 def test_progress_events_carry_samples_rate_and_eta(tiny_compare):
-    progress = [e for e in tiny_compare["events"] if e["type"] == "progress"]
-    assert progress and progress[-1]["samplesSeen"] == progress[-1]["totalSamples"] == 8192
-    assert all(e["samplesPerSecond"] > 0 and e["etaSeconds"] is not None for e in progress)
-    assert {e["family"] for e in progress} == {"token-vlm", "vl-jepa"}
+    progress = [
+        e for e in tiny_compare["events"] if isinstance(e, ProgressEvent) and e.phase == "train"
+    ]
+    assert progress and progress[-1].done == progress[-1].total == 8192
+    assert all(e.per_second > 0 and e.eta_seconds is not None for e in progress)
+    assert {e.run.family for e in progress} == {"token-vlm", "vl-jepa"}
+
+
+def test_every_long_phase_reports_progress(tiny_compare):
+    """A slow job can be told from a stuck one: each phase reports how far it got."""
+    phases = {e.phase for e in tiny_compare["events"] if isinstance(e, ProgressEvent)}
+    assert {
+        "load-data",
+        "prepare-texts",
+        "train",
+        "train-decoder",
+        "evaluate",
+        "export",
+        "report",
+    } <= phases
+    done = [e for e in tiny_compare["events"] if isinstance(e, ProgressEvent)]
+    assert all(0 <= e.done <= e.total for e in done)
 
 
 def test_frozen_y_encoder_is_unchanged_and_a_small_multiplier_moves_it_less(

@@ -36,7 +36,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import httpx
 from fastapi import FastAPI, Header, HTTPException, Request
@@ -75,7 +75,8 @@ def reference_app() -> FastAPI:
         job_id: str, authorization: Annotated[str | None, Header()] = None
     ) -> dict[str, str]:
         check(authorization)
-        job = await redis.hgetall(job_prefix + job_id)
+        # The client decodes replies (`decode_responses=True`): fields and values are strings.
+        job = cast(dict[str, str], await redis.hgetall(job_prefix + job_id))
         if not job:
             raise HTTPException(404)
         return job

@@ -1,6 +1,6 @@
 """`make bench-models`: both model families on `fashion-grid` and `emoji`, side by side.
 
-Each row is one training run through the same `execute_job` the platform uses (cached frozen
+Each row is one training run through the same `run_job` the platform uses (cached frozen
 EfficientNet-Lite0 features, the `small` preset: d=256, 2 layers), evaluated on the test split
 with every metric beside its chance level and its z-score (standard errors above chance). The
 rows on `fashion-grid` (2×2 grids, 8,000 training grids, 2,000 test grids):
@@ -29,6 +29,11 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from vlarena.events import Event, LogEvent, ignore
+from vlarena.files import read_json
+from vlarena.jobs.spec import DatasetSpec, parse_job_spec, spec_document
+from vlarena.rundirs import JobDir
 
 # 2,000 test grids: a pool of 1,000 *distinct* test captions needs more than 1,000 grids.
 FASHION = {"name": "fashion-grid", "options": {"n_train": 8000, "n_val": 500, "n_test": 2000}}
@@ -148,24 +153,24 @@ def row_spec(row: dict[str, Any], scale: float) -> dict[str, Any]:
 
 def run_row(name: str, spec: dict[str, Any], out: Path, say) -> dict[str, Any]:
     """The run's result record, trained now unless `out/name` holds one for the same spec."""
-    from vlarena.training.jobs import execute_job
+    from vlarena.experiments.jobs import run_job
 
-    workdir = out / name
-    result = workdir / "run" / "result.json"
-    previous = workdir / "spec.json"
-    if result.exists() and previous.exists() and json.loads(previous.read_text()) == spec:
+    job = JobDir(out / name)
+    typed = parse_job_spec(spec)
+    result = job.single_run.result
+    if result.exists() and job.spec.exists() and read_json(job.spec) == spec_document(typed):
         say(f"{name}: reusing {result}")
-        return json.loads(result.read_text())
+        return dict(read_json(result))
     say(f"{name}: training {spec['model']['family']} for {spec['budget']['samples']:,} samples")
     started = time.perf_counter()
 
-    def show(event: dict[str, Any]) -> None:
-        if event.get("type") == "log":
-            say(f"  {event['message']}")
+    def show(event: Event) -> None:
+        if isinstance(event, LogEvent):
+            say(f"  {event.message}")
 
-    execute_job(spec, workdir, on_event=show)
+    run_job(typed, job.path, on_event=show)
     say(f"{name}: done in {time.perf_counter() - started:.0f} s")
-    return json.loads(result.read_text())
+    return dict(read_json(result))
 
 
 def swapped(caption: str) -> str | None:
@@ -190,11 +195,12 @@ def swap_probe(out: Path, names: list[str], limit: int = 500) -> dict[str, Any]:
     import torch
     import torch.nn.functional as F
 
+    from vlarena.experiments.inputs import Splits, open_dataset, visual_inputs
     from vlarena.models.registry import load_model
+    from vlarena.models.vl_jepa import VLJEPA
     from vlarena.models.y_encoder import MiniLM
-    from vlarena.training.jobs import Splits, open_dataset, visual_inputs
 
-    splits = Splits.of(open_dataset(FASHION))
+    splits = Splits.for_training(open_dataset(DatasetSpec.model_validate(FASHION)))
     pairs = [
         (i, r.captions[0], s)
         for i, r in enumerate(splits.test.records[:limit])
@@ -211,10 +217,10 @@ def swap_probe(out: Path, names: list[str], limit: int = 500) -> dict[str, Any]:
         )
         visual = None
         for name in names:
-            model = load_model(out / name / "run" / "model.pt").eval()
+            model = load_model(JobDir(out / name).single_run.model).eval()
             if visual is None:
-                visual = visual_inputs(model, splits.test, splits.full, lambda _e: None)[index]
-            if model.family == "vl-jepa":
+                visual = visual_inputs(model, splits.test, splits.full, ignore)[index]
+            if isinstance(model, VLJEPA):
                 a, b = model.encode_text(true), model.encode_text(swaps)
                 probe["cosine"][name] = float(F.cosine_similarity(a, b).mean())
             scores = model.score_candidates(
@@ -318,14 +324,18 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         run_row(name, row_spec(ROWS[name], scale), args.out, say)
     results = {
-        name: json.loads((args.out / name / "run" / "result.json").read_text())
+        name: read_json(JobDir(args.out / name).single_run.result)
         for name in ROWS
-        if (args.out / name / "run" / "result.json").exists()
+        if JobDir(args.out / name).single_run.result.exists()
     }
     fashion = [n for n in results if ROWS[n]["dataset"] is FASHION]
     probe = None if args.no_probe or not fashion else swap_probe(args.out, fashion)
     missed = print_table(results, probe)
-    document = {"schema": "vlarena.bench.models/v1", "rows": results, "probe": probe}
+    document: dict[str, Any] = {
+        "schema": "vlarena.bench.models/v1",
+        "rows": results,
+        "probe": probe,
+    }
     for r in document["rows"].values():
         r.pop("samples", None)
     (args.out / "models.json").write_text(json.dumps(document, indent=1) + "\n")

@@ -38,8 +38,11 @@ from typing import Any
 
 import numpy as np
 
+from vlarena.events import ignore
+from vlarena.jobs.spec import parse_job_spec
+from vlarena.rundirs import JobDir, RunDir
 from vlarena.serving.client import TritonPool
-from vlarena.serving.manifest import ServingManifest
+from vlarena.serving.manifest import MANIFEST_FILE, ServingManifest
 from vlarena.serving.quantize import (
     WEIGHT_RANGE_CHOICES,
     WeightRange,
@@ -259,14 +262,14 @@ def prepare_export(
     """The export of `run_dir` (made if missing or if its INT8 variant was made by another
     recipe than `weights` names; default: this CPU's), or of a small VL-JEPA trained once under
     `work`; and the run directory."""
-    from vlarena.serving.export import export_run
+    from vlarena.experiments.exports import export_run
 
     weights = weights or weight_range()
     if run_dir is None:
-        from vlarena.training.jobs import execute_job
+        from vlarena.experiments.jobs import run_job
 
-        run_dir = work / "train"
-        if not (run_dir / "run" / "model.pt").exists():
+        job = JobDir(work / "train")
+        if not job.single_run.model.exists():
             spec = {
                 "type": "train",
                 "model": {"family": "vl-jepa", "config": {"preset": "tiny"}},
@@ -276,22 +279,22 @@ def prepare_export(
                 "evaluation": {"maxImages": 100, "generateImages": 16, "curvePoints": 0},
             }
             print("training a tiny VL-JEPA to measure accuracy deltas with ...", file=sys.stderr)
-            execute_job(spec, run_dir, on_event=lambda _e: None)
-        run_dir = run_dir / "run"
-    export = run_dir / "export"
-    if (export / "serving.json").exists():
-        manifest = ServingManifest.load(export)
+            run_job(parse_job_spec(spec), job.path, on_event=ignore)
+        run_dir = job.single_run.path
+    run = RunDir.resolve(run_dir)
+    if (run.export / MANIFEST_FILE).exists():
+        manifest = ServingManifest.load(run.export)
         made = manifest.parts["vision"].recipes.get("int8")
         acc = manifest.accuracy
         wanted = min(ACCURACY_IMAGES, acc.get("splitImages", ACCURACY_IMAGES))
         if made == recipe("int8", weights) and acc.get("images", 0) >= wanted:
-            return manifest, run_dir
+            return manifest, run.path
         print(
-            f"re-exporting {run_dir}: INT8 recipe {made}, accuracy on {acc.get('images')} "
+            f"re-exporting {run.path}: INT8 recipe {made}, accuracy on {acc.get('images')} "
             f"images; wanted {recipe('int8', weights)} on {wanted}",
             file=sys.stderr,
         )
-    return export_run(run_dir, accuracy_images=ACCURACY_IMAGES, int8_weights=weights), run_dir
+    return export_run(run, accuracy_images=ACCURACY_IMAGES, int8_weights=weights), run.path
 
 
 def report(cells: list[Cell], manifest: ServingManifest, qdq: dict[str, int]) -> dict[str, Any]:
@@ -396,15 +399,15 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from vlarena.data.images import load_images
+    from vlarena.experiments.inputs import Splits, open_dataset
+    from vlarena.experiments.runs import trained_dataset
     from vlarena.models.x_encoders import XEncoderConfig, build_x_encoder
-    from vlarena.training.jobs import Splits, open_dataset
 
     torch.set_num_threads(args.threads)
     weights = weight_range(args.int8_weights)
     work = args.work or Path(".cache") / "bench-serving"
     manifest, run_dir = prepare_export(args.run_dir, work, weights)
-    dataset = json.loads((run_dir / "run.json").read_text())["dataset"]
-    test = Splits.of(open_dataset(dataset)).test
+    test = Splits.for_training(open_dataset(trained_dataset(RunDir(run_dir)))).test
     images = load_images([r.image for r in test.records[:64]], manifest.image_size)
     encoder = build_x_encoder(XEncoderConfig(image_size=manifest.image_size)).eval()
     cells = [bench_torch(encoder, images, n, args.duration) for n in levels]

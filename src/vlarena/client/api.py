@@ -36,7 +36,8 @@ class StreamEvent:
 
 def parse_sse(lines: Iterator[str]) -> Iterator[StreamEvent]:
     """Server-sent events from the lines of a `text/event-stream` body (comments skipped)."""
-    event, entry_id, data = "message", None, []
+    event, entry_id = "message", None
+    data: list[str] = []
     for line in lines:
         if not line:
             if data:

@@ -1,4 +1,4 @@
-"""The platform's commands: `gateway`, `worker`, `jobs ...` and `models ...`.
+"""The platform's client commands: `jobs ...` and `models ...`.
 
 `register(subparsers)` adds them to the `vlarena` command; every subcommand's `func` takes the
 parsed arguments and returns an exit code. Client commands read `VLARENA_API_URL` and
@@ -39,89 +39,9 @@ Command = Callable[[argparse.Namespace], int]
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Adds `gateway`, `worker`, `jobs` and `models` to the `vlarena` command."""
-    _register_gateway(subparsers)
-    _register_worker(subparsers)
+    """Adds `jobs` and `models` to the `vlarena` command."""
     _register_jobs(subparsers)
     _register_models(subparsers)
-
-
-# Servers.
-
-
-def _register_gateway(subparsers: argparse._SubParsersAction) -> None:
-    gateway = subparsers.add_parser(
-        "gateway",
-        help="serve the REST API (FastAPI + uvicorn)",
-        description="Serves the API. Configure it with VLARENA_* variables: VLARENA_REDIS_URL, "
-        "VLARENA_API_KEYS or VLARENA_API_KEYS_FILE, VLARENA_ARTIFACT_DIR, "
-        "VLARENA_GATEWAY_WORKERS, ...",
-    )
-    gateway.add_argument("--host", help="bind address (VLARENA_GATEWAY_HOST)")
-    gateway.add_argument("--port", type=int, help="port (VLARENA_GATEWAY_PORT)")
-    gateway.add_argument("--workers", type=int, help="processes (VLARENA_GATEWAY_WORKERS)")
-    gateway.set_defaults(func=_serve_gateway)
-    actions = gateway.add_subparsers(dest="gateway_action", metavar="ACTION")
-    new_key = actions.add_parser(
-        "new-key", help="make an API key and print its entry for VLARENA_API_KEYS"
-    )
-    new_key.add_argument("--name", required=True, help="who the key is for")
-    new_key.add_argument(
-        "--scopes", default="read", help="comma-separated: read, submit, admin (default: read)"
-    )
-    new_key.set_defaults(func=_new_key)
-
-
-def _serve_gateway(args: argparse.Namespace) -> int:
-    from vlarena.gateway.server import serve
-
-    overrides = {
-        "gateway_host": args.host,
-        "gateway_port": args.port,
-        "gateway_workers": args.workers,
-    }
-    settings = get_settings().model_copy(
-        update={k: v for k, v in overrides.items() if v is not None}
-    )
-    return serve(settings)
-
-
-def _new_key(args: argparse.Namespace) -> int:
-    from vlarena.gateway.auth import Scope, key_digest, new_api_key
-
-    scopes = [s.strip() for s in args.scopes.split(",") if s.strip()]
-    unknown = sorted(set(scopes) - {s.value for s in Scope})
-    if unknown or not scopes:
-        print(f"unknown scopes: {', '.join(unknown) or '(none given)'}", file=sys.stderr)
-        return EXIT_ERROR
-    key = new_api_key()
-    entry = {"name": args.name, "sha256": key_digest(key), "scopes": scopes}
-    print(f"API key (shown once; give it to {args.name}): {key}")
-    print("entry for VLARENA_API_KEYS or the keys file:")
-    print(json.dumps(entry))
-    return EXIT_OK
-
-
-def _register_worker(subparsers: argparse._SubParsersAction) -> None:
-    worker = subparsers.add_parser(
-        "worker",
-        help="run jobs from the queue (a Celery worker)",
-        description="Runs jobs one at a time. Configure it with VLARENA_* variables: "
-        "VLARENA_REDIS_URL, VLARENA_ARTIFACT_DIR, VLARENA_WORKER_QUEUES, "
-        "VLARENA_LEASE_SECONDS, VLARENA_NUM_THREADS, ...",
-    )
-    worker.add_argument("--queues", help="cpu, gpu, cpu,gpu or auto (VLARENA_WORKER_QUEUES)")
-    worker.add_argument("--loglevel", default="INFO", help="log level (default: INFO)")
-    worker.set_defaults(func=_run_worker)
-
-
-def _run_worker(args: argparse.Namespace) -> int:
-    from vlarena.worker.app import run_worker
-
-    settings = get_settings()
-    if args.queues:
-        settings = settings.model_copy(update={"worker_queues": args.queues})
-    return run_worker(settings, loglevel=args.loglevel)
 
 
 # Client commands.

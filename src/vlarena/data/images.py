@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import shutil
 import urllib.parse
@@ -16,6 +15,7 @@ from PIL import Image
 
 from vlarena.data.errors import ImageError
 from vlarena.data.locations import cache_dir
+from vlarena.files import atomic_path
 
 DOWNLOAD_TIMEOUT_S = 60
 _SAFE_SUFFIX = re.compile(r"\.[A-Za-z0-9]{1,5}$")
@@ -35,16 +35,14 @@ def fetch_image(url: str) -> Path:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     # Download beside the target and rename, so a concurrent reader never sees half a file.
-    partial = target.with_name(f"{target.name}.partial-{os.getpid()}")
     try:
         with (
+            atomic_path(target) as partial,
             urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response,
             partial.open("wb") as out,
         ):
             shutil.copyfileobj(response, out)
-        os.replace(partial, target)
     except (OSError, ValueError) as err:
-        partial.unlink(missing_ok=True)
         raise ImageError(url, f"download failed: {err}") from err
     return target
 

@@ -11,15 +11,17 @@ import re
 import urllib.parse
 import urllib.request
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
 import numpy as np
 
+from vlarena.data.dataset_info import DatasetInfo
 from vlarena.data.errors import DataError, ImageError, ManifestError
 from vlarena.data.images import is_url, load_images
 from vlarena.data.templates import template_fields
+from vlarena.files import atomic_write_text
 
 MANIFEST_NAME = "manifest.jsonl"
 SIDECAR_NAME = "dataset.json"
@@ -74,21 +76,6 @@ class Record:
     labels: dict[str, str] | None = None
     split: str | None = None
     line: int = 0
-
-
-@dataclass(frozen=True)
-class DatasetInfo:
-    """What dataset.json says about a dataset, with defaults filled in."""
-
-    name: str
-    description: str = ""
-    license: str = ""
-    attribution: str = ""
-    label_template: str = "{label}"
-    caption_template: str | None = None
-    classes: tuple[str, ...] = ()
-    slots: tuple[str, ...] = ()
-    slot_phrases: dict[str, str] = field(default_factory=dict)
 
 
 def hashed_split(record_id: str) -> str:
@@ -220,17 +207,11 @@ def write_manifest(
         manifest_path = manifest_path / MANIFEST_NAME
     manifest_path.parent.mkdir(parents=True, exist_ok=True)
     lines = [json.dumps(dict(record), ensure_ascii=False) + "\n" for record in records]
-    _write_text_atomically(manifest_path, "".join(lines))
+    atomic_write_text(manifest_path, "".join(lines))
     if info is not None:
         text = json.dumps(dict(info), ensure_ascii=False, indent=2) + "\n"
-        _write_text_atomically(manifest_path.parent / SIDECAR_NAME, text)
+        atomic_write_text(manifest_path.parent / SIDECAR_NAME, text)
     return manifest_path
-
-
-def _write_text_atomically(path: Path, text: str) -> None:
-    partial = path.with_name(f"{path.name}.partial-{os.getpid()}")
-    partial.write_text(text, encoding="utf-8")
-    os.replace(partial, path)
 
 
 def _json_type(value: object) -> str:

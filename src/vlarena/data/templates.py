@@ -13,12 +13,9 @@ from __future__ import annotations
 import re
 import string
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
 
+from vlarena.data.dataset_info import DatasetInfo
 from vlarena.data.errors import DataError
-
-if TYPE_CHECKING:
-    from vlarena.data.manifest import DatasetInfo
 
 _ARTICLE_AT_END = re.compile(r"\b([Aa])n? $")
 

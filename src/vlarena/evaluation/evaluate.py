@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -15,6 +15,7 @@ import torch
 from vlarena.data.manifest import Dataset
 from vlarena.data.templates import fill_caption, fill_label
 from vlarena.evaluation.metrics import Metric, caption_scores, retrieval_recall, topk_accuracy
+from vlarena.events import OnEvent, ProgressEvent, ignore
 from vlarena.models.base import VLModel
 
 BATCH = 64
@@ -33,7 +34,6 @@ class EvalConfig:
     latency_repeats: int = 10
     seed: int = 0
     metrics: tuple[str, ...] = ("caption_choice", "retrieval", "zeroshot", "vqa", "captioning")
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def quick(cls, images: int = 100) -> EvalConfig:
@@ -148,11 +148,11 @@ def zeroshot(
     if not rows:
         return {}
     scores = _batched_scores(model, visual[rows], cands)
-    targets = np.array(targets)
+    truth = np.array(targets)
     n, c = len(rows), len(classes)
     return {
-        "zeroshot_top1": Metric(topk_accuracy(scores, targets, 1), 1 / c, n),
-        "zeroshot_top5": Metric(topk_accuracy(scores, targets, 5), min(1.0, 5 / c), n),
+        "zeroshot_top1": Metric(topk_accuracy(scores, truth, 1), 1 / c, n),
+        "zeroshot_top5": Metric(topk_accuracy(scores, truth, 5), min(1.0, 5 / c), n),
     }
 
 
@@ -225,8 +225,10 @@ def evaluate_model(
     cfg: EvalConfig | None = None,
     *,
     train_captions: Sequence[str] = (),
+    on_event: OnEvent = ignore,
 ) -> dict[str, Any]:
-    """All metrics of `model` on `ds` (whose visual inputs are `visual`), as plain dicts."""
+    """All metrics of `model` on `ds` (whose visual inputs are `visual`), as plain dicts;
+    progress is reported after each group of metrics."""
     cfg = cfg or EvalConfig()
     was_training = model.training
     model.eval()
@@ -236,17 +238,26 @@ def evaluate_model(
     metrics: dict[str, Metric] = {}
     samples: list[str] = []
     captioned = all(r.captions for r in ds.records)
+    steps: list[tuple[str, Callable[[], dict[str, Metric]]]] = []
     if "caption_choice" in cfg.metrics and captioned:
-        metrics |= caption_choice(model, ds, visual, cfg)
+        steps.append(("caption_choice", lambda: caption_choice(model, ds, visual, cfg)))
     if "retrieval" in cfg.metrics and captioned:
-        metrics |= retrieval(model, ds, visual, cfg)
+        steps.append(("retrieval", lambda: retrieval(model, ds, visual, cfg)))
     if "zeroshot" in cfg.metrics:
-        metrics |= zeroshot(model, ds, visual, cfg)
+        steps.append(("zeroshot", lambda: zeroshot(model, ds, visual, cfg)))
     if "vqa" in cfg.metrics:
-        metrics |= vqa(model, ds, visual, cfg)
+        steps.append(("vqa", lambda: vqa(model, ds, visual, cfg)))
     if "captioning" in cfg.metrics and captioned:
-        caption_metrics, samples = captioning(model, ds, visual, cfg, train_captions)
-        metrics |= caption_metrics
+
+        def captions() -> dict[str, Metric]:
+            nonlocal samples
+            caption_metrics, samples = captioning(model, ds, visual, cfg, train_captions)
+            return caption_metrics
+
+        steps.append(("captioning", captions))
+    for done, (_name, measure) in enumerate(steps, start=1):
+        metrics |= measure()
+        on_event(ProgressEvent("evaluate", done, len(steps), "metric groups"))
     result: dict[str, Any] = {
         "metrics": {k: m.to_dict() for k, m in metrics.items()},
         "trainable_parameters": model.count_parameters(True),

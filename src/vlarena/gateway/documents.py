@@ -33,6 +33,7 @@ class JobDocuments:
 
     async def get(self, job_id: str) -> JobDocument | None:
         cached = self._rendered.get(job_id)
+        fields: dict[str, str] | None
         if cached is None:
             fields = await self.store.fields(job_id)
         else:

@@ -16,13 +16,15 @@ process, so repeated queries cost one HGET of the revision.
 from __future__ import annotations
 
 import base64
+import builtins
 import json
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from redis.asyncio import Redis
+from redis.typing import EncodableT, FieldT
 
 
 @dataclass(frozen=True)
@@ -66,7 +68,8 @@ class CollectionStore:
     ) -> CollectionInfo | None:
         """A new empty collection; None when the name is taken."""
         now = int(time.time() * 1000)
-        fields = {
+        # Typed as redis-py's hash mapping: its `Mapping` key is invariant, so `dict[str, ...]` fails.
+        fields: dict[FieldT, EncodableT] = {
             "name": name,
             "model": model,
             "version": version,
@@ -103,7 +106,8 @@ class CollectionStore:
         )
 
     async def list(self) -> list[CollectionInfo]:
-        names = await self.redis.zrange(self._names(), 0, -1)
+        # The client decodes replies (`decode_responses=True`): the names are strings.
+        names = cast(builtins.list[str], await self.redis.zrange(self._names(), 0, -1))
         found = [await self.get(n) for n in names]
         return [c for c in found if c is not None]
 
@@ -118,14 +122,14 @@ class CollectionStore:
     async def add(
         self,
         name: str,
-        ids: list[str],
-        kinds: list[str],
-        metadata: list[dict[str, Any]],
+        ids: builtins.list[str],
+        kinds: builtins.list[str],
+        metadata: builtins.list[dict[str, Any]],
         vectors: np.ndarray,
     ) -> int:
         """Adds or replaces items; returns how many were new."""
         vectors = vectors.astype(np.float32)
-        payload = {
+        payload: dict[FieldT, EncodableT] = {
             item_id: json.dumps(
                 {"kind": kind, "metadata": meta, "vector": base64.b64encode(vec.tobytes()).decode()}
             )
@@ -170,7 +174,7 @@ class CollectionStore:
 
     async def search(
         self, name: str, query: np.ndarray, k: int, kind: str | None = None
-    ) -> list[tuple[str, str, float, dict[str, Any]]]:
+    ) -> builtins.list[tuple[str, str, float, dict[str, Any]]]:
         """The `k` items most similar (cosine) to the normalised `query` (D,), best first."""
         m = await self._matrix(name)
         if not m.ids:

@@ -22,9 +22,10 @@ from vlarena.gateway.inference_schemas import InferenceRequest, ServedModelInfo
 from vlarena.gateway.metrics import INFERENCE_DURATION, TRITON_ERRORS
 from vlarena.jobs.records import ModelVersion
 from vlarena.jobs.registry import ModelRegistry
+from vlarena.rundirs import RunDir
 from vlarena.serving.client import ServingFailed, ServingUnavailable, TritonPool, TritonRunner
 from vlarena.serving.config import ServingSettings, get_serving_settings
-from vlarena.serving.manifest import ServingManifest, export_dir_of
+from vlarena.serving.manifest import ServingManifest
 from vlarena.serving.pipelines import ServedModel, UnsupportedVerb
 
 Body = TypeVar("Body", bound=BaseModel)
@@ -78,13 +79,13 @@ class InferenceService:
         manifest = self._manifests.get(key)
         if manifest is None:
             try:
-                manifest = ServingManifest.load(export_dir_of(record.path))
+                manifest = ServingManifest.load(RunDir.of_model(record.path).export)
             except (OSError, ValueError):
                 raise ApiError(
                     409,
                     "not_exported",
                     f"{record.name} version {record.version} has no serving export; run "
-                    f"`vlarena export {export_dir_of(record.path).parent}`",
+                    f"`vlarena export {RunDir.of_model(record.path).export.parent}`",
                 ) from None
             self._manifests[key] = manifest
             while len(self._manifests) > MANIFEST_CACHE:

@@ -242,7 +242,8 @@ return 1
 """
 
 # ARGV: prefix, maxlen, id, attempt, outcome, payload JSON, retry backoff base ms, cap ms.
-# outcome: succeeded | failed | cancelled | preempted | deadline. payload: {message, result,
+# outcome: succeeded | failed | rejected (bad input, never retried) | cancelled | preempted |
+# deadline. payload: {message, result,
 # metrics, models = {{name, family, status, record = JSON object of the version}}}. Returns {new state, queue to wake
 # or '', delay ms}, or {'FENCED', '', 0}.
 FINISH = """
@@ -306,6 +307,14 @@ if outcome == 'preempted' then
   local queue = enqueue(id)
   emit(id, 'info', 'Preempted', 'worker shutting down: checkpointed and requeued', attempt)
   return {'RETRYING', queue, 0}
+end
+
+if outcome == 'rejected' then
+  move(id, state, 'FAILED', now)
+  end_attempt(id, attempt, now, 'failed', message)
+  set_error(id, 'InvalidInput', message)
+  emit(id, 'error', 'InvalidInput', 'job failed on its input, not retried: ' .. message, attempt)
+  return {'FAILED', '', 0}
 end
 
 -- failed

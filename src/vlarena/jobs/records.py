@@ -34,6 +34,14 @@ def stream_id_time(entry_id: str) -> datetime:
 
 
 class Progress(RecordModel):
+    phase: str | None = Field(
+        default=None,
+        description="The phase running now: load-data, encode-features, prepare-texts, train, "
+        "train-decoder, evaluate, export or report.",
+    )
+    phase_done: int | None = Field(default=None, description="Units of the phase done.")
+    phase_total: int | None = Field(default=None, description="Units of the phase in all.")
+    run: str | None = Field(default=None, description="The run training now (compare jobs).")
     step: int | None = None
     samples_seen: int | None = None
     total_samples: int | None = None

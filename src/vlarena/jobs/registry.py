@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+from typing import cast
+
 from redis.asyncio import Redis
 
 from vlarena.jobs.keys import RedisKeys
@@ -30,7 +33,11 @@ class ModelRegistry:
     ) -> tuple[list[RegisteredModel], str | None]:
         """Models by name, `limit` at a time; pass the returned cursor for the next page."""
         lower = f"({cursor}" if cursor else "-"
-        names = await self.redis.zrangebylex(self.keys.models(), lower, "+", start=0, num=limit + 1)
+        # The client decodes replies (`decode_responses=True`): the names are strings.
+        names = cast(
+            list[str],
+            await self.redis.zrangebylex(self.keys.models(), lower, "+", start=0, num=limit + 1),
+        )
         next_cursor = names[limit - 1] if len(names) > limit else None
         names = names[:limit]
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -102,7 +109,8 @@ def _model(fields: dict[str, str], aliases: dict[str, str]) -> RegisteredModel:
         name=fields["name"],
         family=fields["family"],
         latest_version=int(fields["latestVersion"]),
-        created_at=ms_to_datetime(fields["createdAt"]),
-        updated_at=ms_to_datetime(fields["updatedAt"]),
+        # A model's hash always holds both times (set by the scripts that register versions).
+        created_at=cast(datetime, ms_to_datetime(fields["createdAt"])),
+        updated_at=cast(datetime, ms_to_datetime(fields["updatedAt"])),
         aliases={alias: int(v) for alias, v in sorted(aliases.items())},
     )

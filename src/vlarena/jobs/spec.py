@@ -7,17 +7,20 @@ import json
 from collections.abc import Sequence
 from enum import StrEnum
 from pathlib import PurePosixPath
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
     TypeAdapter,
+    ValidationError,
     field_validator,
     model_validator,
 )
 from pydantic.alias_generators import to_camel
+
+from vlarena.errors import UserInputError
 
 
 class JobType(StrEnum):
@@ -27,8 +30,13 @@ class JobType(StrEnum):
 
 
 ModelFamily = Literal["token-vlm", "vl-jepa"]
+# Held to the model registries by tests/experiments/test_spec_parity.py: the spec imports no torch.
+ModelPreset = Literal["tiny", "small", "base"]
+XEncoderName = Literal["efficientnet-lite0", "vit", "hf"]
 BuiltinDataset = Literal["fashion-grid", "emoji"]
 MODEL_FAMILIES: tuple[str, ...] = ("token-vlm", "vl-jepa")
+
+MetricGroup = Literal["caption_choice", "retrieval", "zeroshot", "vqa", "captioning"]
 
 MAX_PRIORITY = 1000
 # Model and alias names become parts of Redis keys and URLs.
@@ -43,6 +51,24 @@ class SpecModel(BaseModel):
     )
 
 
+def _check_model_config(config: dict[str, Any]) -> dict[str, Any]:
+    """The names a model config picks from the registries: its preset and X-encoder (the
+    family's own fields are checked where the config is built)."""
+    presets, encoders = get_args(ModelPreset), get_args(XEncoderName)
+    if "preset" in config and config["preset"] not in presets:
+        raise ValueError(
+            f"preset: unknown preset {config['preset']!r}; choose one of {', '.join(presets)}"
+        )
+    encoder = config.get("x_encoder")
+    if encoder is not None:
+        name = encoder.get("name") if isinstance(encoder, dict) else None
+        if name is not None and name not in encoders:
+            raise ValueError(
+                f"x_encoder.name: unknown X-encoder {name!r}; choose one of {', '.join(encoders)}"
+            )
+    return config
+
+
 class ModelSpec(SpecModel):
     family: ModelFamily
     config: dict[str, Any] = Field(
@@ -50,12 +76,16 @@ class ModelSpec(SpecModel):
         description='Overrides of the family\'s config, e.g. {"preset": "tiny"}.',
     )
 
+    _config_names = field_validator("config")(_check_model_config)
+
 
 class ModelOverrides(SpecModel):
     config: dict[str, Any] = Field(
         default_factory=dict,
         description='Overrides of every compared family\'s config, e.g. {"preset": "tiny"}.',
     )
+
+    _config_names = field_validator("config")(_check_model_config)
 
 
 class DatasetSpec(SpecModel):
@@ -111,6 +141,12 @@ class Evaluation(SpecModel):
     latency_repeats: int | None = Field(default=None, ge=0)
     curve_images: int | None = Field(default=None, gt=0)
     curve_points: int | None = Field(default=None, ge=0)
+    seed: int | None = Field(
+        default=None, ge=0, description="Seed of the evaluation's draws: distractors, pools."
+    )
+    metrics: list[MetricGroup] | None = Field(
+        default=None, min_length=1, description="The metric groups to measure (default: all)."
+    )
 
 
 class Budget(SpecModel):
@@ -155,8 +191,9 @@ class Source(SpecModel):
 
     @model_validator(mode="after")
     def _one_reference(self) -> Source:
-        given = [x for x in (self.job_id, self.model, self.run_dir) if x is not None]
-        if len(given) != 1:
+        # The gateway resolves a jobId or model into the runDir it names and keeps both.
+        references = [x for x in (self.job_id, self.model) if x is not None]
+        if len(references) > 1 or not (references or self.run_dir is not None):
             raise ValueError("give exactly one of 'jobId', 'model' and 'runDir'")
         if self.model is None and (self.version is not None or self.alias is not None):
             raise ValueError("'version' and 'alias' go with 'model'")
@@ -226,6 +263,10 @@ class EvaluateJobSpec(PlatformFields):
     type: Literal["evaluate"]
     source: Source
     model: ModelSpec | None = None
+    all_records_are_test: bool = Field(
+        default=False,
+        description="Take every record of the dataset as test data, whatever its split field.",
+    )
 
 
 class ReportOptions(SpecModel):
@@ -268,10 +309,30 @@ class CompareJobSpec(PlatformFields):
         return families
 
 
-JobSpec = Annotated[TrainJobSpec | EvaluateJobSpec | CompareJobSpec, Field(discriminator="type")]
-JOB_SPEC_ADAPTER: TypeAdapter[TrainJobSpec | EvaluateJobSpec | CompareJobSpec] = TypeAdapter(
-    JobSpec
-)
+AnyJobSpec = TrainJobSpec | EvaluateJobSpec | CompareJobSpec
+JobSpec = Annotated[AnyJobSpec, Field(discriminator="type")]
+JOB_SPEC_ADAPTER: TypeAdapter[AnyJobSpec] = TypeAdapter(JobSpec)
+
+
+class SpecError(UserInputError):
+    """A job spec that does not validate; `errors` are (field path, message) pairs."""
+
+    def __init__(self, errors: list[tuple[str, str]], source: str = "job spec") -> None:
+        self.errors = errors
+        lines = "; ".join(f"{path or '(spec)'}: {message}" for path, message in errors)
+        super().__init__(f"{source}: {lines}")
+
+
+def parse_job_spec(data: Any, source: str = "job spec") -> AnyJobSpec:
+    """A validated job spec from its JSON shape; raises SpecError naming every bad field."""
+    try:
+        return JOB_SPEC_ADAPTER.validate_python(data)
+    except ValidationError as exc:
+        raise SpecError(
+            [(field_path(e["loc"]), e["msg"].removeprefix("Value error, ")) for e in exc.errors()],
+            source,
+        ) from exc
+
 
 # Fields that steer the platform and never reach the ML core's view of a run's identity.
 _REQUEST_ONLY_FIELDS = frozenset({"validateOnly", "submissionId"})

@@ -7,7 +7,7 @@ import json
 import secrets
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from redis.asyncio import Redis
 
@@ -150,7 +150,8 @@ class JobStore:
 
     async def fields(self, job_id: str) -> dict[str, str]:
         """The job's hash as stored (empty for an unknown job)."""
-        return await self.redis.hgetall(self.keys.job(job_id))
+        # The client decodes replies (`decode_responses=True`): fields and values are strings.
+        return cast(dict[str, str], await self.redis.hgetall(self.keys.job(job_id)))
 
     async def fields_if_changed(self, job_id: str, revision: str) -> dict[str, str] | None:
         """The job's hash, or None while its revision is still `revision`."""
@@ -168,10 +169,12 @@ class JobStore:
         cursor: str | None = None,
     ) -> tuple[list[JobRecord], str | None]:
         """Jobs newest first, `limit` at a time; pass the returned cursor for the next page."""
+        any_state: list[JobState | None] = [None]
+        any_type: list[JobType | None] = [None]
         indexes = [
             self.keys.jobs_index(state, job_type)
-            for state in (states or [None])
-            for job_type in (types or [None])
+            for state in (states or any_state)
+            for job_type in (types or any_type)
         ]
         upper = f"({cursor}" if cursor else "+"
         async with self.redis.pipeline(transaction=False) as pipe:

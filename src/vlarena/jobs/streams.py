@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Literal
+from datetime import datetime
+from typing import Literal, TypedDict, cast, overload
 
 from redis.asyncio import Redis
 
@@ -13,9 +14,27 @@ from vlarena.jobs.states import TERMINAL_STATES
 
 StreamKind = Literal["logs", "events"]
 
+# The store's client decodes replies (`decode_responses=True`) and speaks RESP2, so a stream entry
+# is an (id, fields) pair of strings; redis-py types replies for every protocol and decoding mode.
+_StreamEntries = list[tuple[str, dict[str, str]]]
 
+
+class _CommonFields(TypedDict):
+    id: str
+    time: datetime
+    level: str
+    message: str
+    attempt: int
+
+
+@overload
+def _entry(kind: Literal["logs"], entry_id: str, fields: dict[str, str]) -> LogEntry: ...
+@overload
+def _entry(kind: Literal["events"], entry_id: str, fields: dict[str, str]) -> JobEvent: ...
+@overload
+def _entry(kind: StreamKind, entry_id: str, fields: dict[str, str]) -> LogEntry | JobEvent: ...
 def _entry(kind: StreamKind, entry_id: str, fields: dict[str, str]) -> LogEntry | JobEvent:
-    common = {
+    common: _CommonFields = {
         "id": entry_id,
         "time": stream_id_time(entry_id),
         "level": fields.get("level", "info"),
@@ -41,12 +60,29 @@ class JobStreams:
     def _key(self, kind: StreamKind, job_id: str) -> str:
         return self.keys.job_logs(job_id) if kind == "logs" else self.keys.job_events(job_id)
 
+    @overload
+    async def read(
+        self, kind: Literal["logs"], job_id: str, *, after: str | None = None, limit: int = 1000
+    ) -> list[LogEntry]: ...
+    @overload
+    async def read(
+        self, kind: Literal["events"], job_id: str, *, after: str | None = None, limit: int = 1000
+    ) -> list[JobEvent]: ...
+    @overload
     async def read(
         self, kind: StreamKind, job_id: str, *, after: str | None = None, limit: int = 1000
-    ) -> list[LogEntry | JobEvent]:
+    ) -> list[LogEntry] | list[JobEvent]: ...
+    async def read(
+        self, kind: StreamKind, job_id: str, *, after: str | None = None, limit: int = 1000
+    ) -> list[LogEntry] | list[JobEvent]:
         """Up to `limit` entries after the entry id `after` (from the start when None)."""
         start = f"({after}" if after else "-"
-        entries = await self.redis.xrange(self._key(kind, job_id), start, "+", count=limit)
+        entries = cast(
+            _StreamEntries,
+            await self.redis.xrange(self._key(kind, job_id), start, "+", count=limit),
+        )
+        if kind == "logs":
+            return [_entry(kind, entry_id, fields) for entry_id, fields in entries]
         return [_entry(kind, entry_id, fields) for entry_id, fields in entries]
 
     async def follow(
@@ -60,7 +96,10 @@ class JobStreams:
         key = self._key(kind, job_id)
         last = after or "0-0"
         while True:
-            replies = await self.redis.xread({key: last}, count=500, block=poll_ms)
+            replies = cast(
+                list[tuple[str, _StreamEntries]],
+                await self.redis.xread({key: last}, count=500, block=poll_ms),
+            )
             for _stream, entries in replies or []:
                 for entry_id, fields in entries:
                     last = entry_id
@@ -69,6 +108,7 @@ class JobStreams:
                 continue
             state = await self.redis.hget(self.keys.job(job_id), "state")
             if state is None or state in TERMINAL_STATES:
-                for entry_id, fields in await self.redis.xrange(key, f"({last}", "+"):
+                rest = cast(_StreamEntries, await self.redis.xrange(key, f"({last}", "+"))
+                for entry_id, fields in rest:
                     yield _entry(kind, entry_id, fields)
                 return

@@ -3,15 +3,34 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
+from vlarena.data.tokenizer import Vocabulary
 from vlarena.models.x_encoders import XEncoder
 
 Batch = dict[str, Any]
+
+
+@dataclass
+class AuxiliaryStage:
+    """A training stage after the main loop: `module` learns from batches that `loss` draws
+    with the stage's generator, under AdamW with linear warmup and cosine decay."""
+
+    name: str  # the prefix of its statistics, e.g. "ydecoder"
+    module: nn.Module
+    loss: Callable[[torch.Generator], Tensor]
+    steps: int
+    batch_size: int
+    learning_rate: float
+    texts: int  # distinct texts it learns from
+    weight_decay: float = 0.01
+    warmup_steps: int = 100
+    min_lr_ratio: float = 0.1
+    grad_clip: float = 1.0
 
 
 class VLModel(nn.Module):
@@ -23,6 +42,7 @@ class VLModel(nn.Module):
 
     family: ClassVar[str]
     x_encoder: XEncoder
+    vocab: Vocabulary  # the ids the model reads and writes text with
     cfg: Any
 
     def forward(self, batch: Batch) -> tuple[Tensor, dict[str, float]]:
@@ -76,11 +96,10 @@ class VLModel(nn.Module):
         """Precomputes what the model needs of the texts it will read (cached target
         embeddings), so that training steps measure only training."""
 
-    def train_auxiliary(
-        self, texts: Sequence[str], seed: int, on_event: Callable[[dict[str, Any]], None]
-    ) -> dict[str, float]:
-        """Trains parts learned after the main loop (VL-JEPA's Y-decoder); returns statistics."""
-        return {}
+    def auxiliary_stage(self, texts: Sequence[str]) -> AuxiliaryStage | None:
+        """A part learned after the main loop from the training texts (VL-JEPA's Y-decoder),
+        which the training floor runs; None when the family has none."""
+        return None
 
     # --- bookkeeping ----------------------------------------------------------------------
     def frozen_pretrained_prefixes(self) -> list[str]:

@@ -10,7 +10,9 @@ from typing import Any
 import torch
 
 from vlarena.data.tokenizer import Vocabulary, WordPieceTokenizer
+from vlarena.files import atomic_path
 from vlarena.models.base import VLModel
+from vlarena.models.errors import ConfigError, ModelFileError
 from vlarena.models.token_vlm import TokenVLM, TokenVLMConfig
 from vlarena.models.vl_jepa import VLJEPA, VLJEPAConfig
 from vlarena.models.x_encoders import XEncoderConfig
@@ -50,7 +52,9 @@ def _vocabulary(kind: str, texts: Sequence[str], state: dict[str, Any] | None) -
         return Vocabulary.full(tok)
     if kind == "captions":
         return Vocabulary.from_texts(tok, texts)
-    raise ValueError(f"vocabulary must be 'captions' or 'full', got {kind!r}")
+    raise ConfigError(
+        "model.config.vocabulary", f"vocabulary must be 'captions' or 'full', got {kind!r}"
+    )
 
 
 def _build_token_vlm(
@@ -78,8 +82,9 @@ def _family(name: str) -> Family:
     try:
         return FAMILIES[name]
     except KeyError:
-        raise ValueError(
-            f"unknown model family {name!r}; choose one of {', '.join(family_names())}"
+        raise ConfigError(
+            "model.family",
+            f"unknown model family {name!r}; choose one of {', '.join(family_names())}",
         ) from None
 
 
@@ -88,8 +93,9 @@ def _apply(cls: type, values: dict[str, Any], where: str) -> Any:
     kwargs: dict[str, Any] = {}
     for key, value in values.items():
         if key not in fields:
-            raise ValueError(
-                f"{where}: unknown field {key!r}; known fields: {', '.join(sorted(fields))}"
+            raise ConfigError(
+                f"{where}.{key}",
+                f"unknown field of {cls.__name__}; known fields: {', '.join(sorted(fields))}",
             )
         if fields[key].type in ("XEncoderConfig", XEncoderConfig) and isinstance(value, dict):
             value = _apply(XEncoderConfig, value, f"{where}.{key}")
@@ -102,13 +108,13 @@ def make_config(family: str, overrides: dict[str, Any] | None = None) -> Any:
     values = dict(overrides or {})
     preset = values.pop("preset", "small")
     if preset not in PRESETS:
-        raise ValueError(
-            f"model config: unknown preset {preset!r}; choose one of {', '.join(PRESETS)}"
+        raise ConfigError(
+            "model.config.preset", f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}"
         )
     cls = _family(family).config_cls
     names = {f.name for f in dataclasses.fields(cls)}
     base = {k: v for k, v in PRESETS[preset].items() if k in names}
-    return _apply(cls, {**base, **values}, f"model.config ({family})")
+    return _apply(cls, {**base, **values}, "model.config")
 
 
 def build_model(family: str, config: Any, texts: Sequence[str]) -> VLModel:
@@ -119,16 +125,14 @@ def build_model(family: str, config: Any, texts: Sequence[str]) -> VLModel:
 
 def save_model(model: VLModel, path: Path) -> Path:
     """Writes a self-contained model file (frozen pretrained parts are rebuilt on load)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(
-        {
-            "family": model.family,
-            "config": dataclasses.asdict(model.cfg),
-            "extra": model.extra_state(),
-            "state_dict": model.trainable_state_dict(),
-        },
-        path,
-    )
+    blob = {
+        "family": model.family,
+        "config": dataclasses.asdict(model.cfg),
+        "extra": model.extra_state(),
+        "state_dict": model.trainable_state_dict(),
+    }
+    with atomic_path(path) as tmp:
+        torch.save(blob, tmp)
     return path
 
 
@@ -142,7 +146,7 @@ def load_model(path: Path, map_location: str | torch.device = "cpu") -> VLModel:
     skip = tuple(model.frozen_pretrained_prefixes())
     missing = [k for k in missing if not k.startswith(skip)]
     if missing or unexpected:
-        raise ValueError(
+        raise ModelFileError(
             f"{path}: checkpoint does not fit the model: missing {missing}, unexpected {unexpected}"
         )
     return model.eval()

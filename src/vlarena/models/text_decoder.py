@@ -4,6 +4,7 @@ and VL-JEPA's Y-decoder. Teacher forcing, candidate scoring, greedy and beam dec
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -128,7 +129,12 @@ class TextDecoder(nn.Module):
     ) -> Tensor:
         """Mean token log-likelihood (B, C) of each candidate given each memory (and query)."""
         b = memory.shape[0]
-        per_row = [list(candidates)] * b if isinstance(candidates[0], str) else candidates
+        # `str` is itself a `Sequence[str]`: the isinstance check cannot narrow `candidates`.
+        per_row: Sequence[Sequence[str]] = (
+            [list(cast(Sequence[str], candidates))] * b
+            if isinstance(candidates[0], str)
+            else candidates
+        )
         queries = queries or [None] * b
         pairs = [(i, c, queries[i]) for i in range(b) for c in per_row[i]]
         scores = torch.empty(len(pairs), device=memory.device)
@@ -204,6 +210,7 @@ class TextDecoder(nn.Module):
             nxt = logits.argmax(-1).masked_fill(done, eos)
             out.append(nxt)
             if need_weights:
+                assert weights is not None  # the decoder returns weights when asked for them
                 maps.append(torch.stack(weights).mean((0, 2))[:, 0])  # layers, heads → (B, M)
             done |= nxt == eos
             if done.all() or step == max_len - 1:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Literal, overload
 
 import torch
 import torch.nn.functional as F
@@ -55,15 +56,12 @@ class TokenVLM(VLModel):
     def __init__(self, cfg: TokenVLMConfig, vocab: Vocabulary, x_encoder: XEncoder | None = None):
         super().__init__()
         self.cfg = cfg
+        self.vocab = vocab  # the decoder's own, shared
         self.x_encoder = x_encoder or build_x_encoder(cfg.x_encoder)
         self.projector = Projector(self.x_encoder.out_dim, cfg.d_model, self.x_encoder.num_tokens)
         self.text = TextDecoder(
             vocab, cfg.d_model, cfg.n_layers, cfg.n_heads, cfg.d_ff, cfg.dropout, cfg.max_text_len
         )
-
-    @property
-    def vocab(self) -> Vocabulary:
-        return self.text.vocab
 
     def memory(self, visual: Tensor) -> Tensor:
         """Projected visual tokens (B, Nv, d) that the decoder cross-attends to."""
@@ -92,6 +90,36 @@ class TokenVLM(VLModel):
         """Mean token log-likelihood of each candidate (the paper's zero-shot protocol)."""
         return self.text.score(self.memory(visual), candidates, queries)
 
+    @overload
+    def generate(
+        self,
+        visual: Tensor,
+        queries: Sequence[str | None] | None = None,
+        *,
+        max_len: int = 32,
+        beam_size: int = 1,
+        return_attention: Literal[False] = False,
+    ) -> list[str]: ...
+    @overload
+    def generate(
+        self,
+        visual: Tensor,
+        queries: Sequence[str | None] | None = None,
+        *,
+        max_len: int = 32,
+        beam_size: int = 1,
+        return_attention: Literal[True],
+    ) -> tuple[list[str], list[Tensor]]: ...
+    @overload
+    def generate(
+        self,
+        visual: Tensor,
+        queries: Sequence[str | None] | None = None,
+        *,
+        max_len: int = 32,
+        beam_size: int = 1,
+        return_attention: bool = False,
+    ) -> list[str] | tuple[list[str], list[Tensor]]: ...
     @torch.no_grad()
     def generate(
         self,
@@ -111,7 +139,10 @@ class TokenVLM(VLModel):
             beam_size=beam_size,
             return_attention=return_attention,
         )
-        return (texts, attn) if return_attention else texts
+        if not return_attention:
+            return texts
+        assert attn is not None  # the decoder returns the maps when asked for them
+        return texts, attn
 
     def extra_state(self) -> dict:
         return {"vocab": self.vocab.to_dict()}

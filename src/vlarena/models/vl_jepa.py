@@ -6,10 +6,9 @@ embeddings into text only when text is asked for."""
 from __future__ import annotations
 
 import hashlib
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Literal, cast, overload
 
 import torch
 import torch.nn.functional as F
@@ -17,7 +16,7 @@ from torch import Tensor, nn
 
 from vlarena.data.locations import cache_dir
 from vlarena.data.tokenizer import Vocabulary
-from vlarena.models.base import Batch, VLModel
+from vlarena.models.base import AuxiliaryStage, Batch, VLModel
 from vlarena.models.losses import InfoNCE
 from vlarena.models.text_decoder import TextDecoder
 from vlarena.models.token_vlm import Projector
@@ -147,6 +146,24 @@ class VLJEPA(VLModel):
             out[i, : len(row)] = torch.tensor(row, dtype=torch.long)
         return out.to(device), (out == self.vocab.pad_id).to(device)
 
+    @overload
+    def predict_embedding(
+        self,
+        visual: Tensor,
+        queries: Sequence[str | None] | None = None,
+        *,
+        need_weights: Literal[False] = False,
+    ) -> Tensor: ...
+
+    @overload
+    def predict_embedding(
+        self,
+        visual: Tensor,
+        queries: Sequence[str | None] | None = None,
+        *,
+        need_weights: Literal[True],
+    ) -> tuple[Tensor, list[Tensor]]: ...
+
     def predict_embedding(
         self,
         visual: Tensor,
@@ -212,7 +229,8 @@ class VLJEPA(VLModel):
         """Cosine between the predicted embedding and each candidate's Y-embedding."""
         pred = F.normalize(self.predict_embedding(visual, queries), dim=-1)  # (B, D)
         if isinstance(candidates[0], str):
-            cand = F.normalize(self.encode_text(candidates), dim=-1)  # (C, D)
+            shared = cast(Sequence[str], candidates)
+            cand = F.normalize(self.encode_text(shared), dim=-1)  # (C, D)
             return pred @ cand.T
         flat = [c for row in candidates for c in row]
         cand = F.normalize(self.encode_text(flat), dim=-1).view(len(candidates), -1, pred.shape[1])
@@ -240,12 +258,9 @@ class VLJEPA(VLModel):
         return texts
 
     # --- the Y-decoder -----------------------------------------------------------------------
-    def train_auxiliary(
-        self, texts: Sequence[str], seed: int, on_event: Callable[[dict[str, Any]], None]
-    ) -> dict[str, float]:
-        """Trains the Y-decoder from target embeddings of the training texts to the texts."""
-        from vlarena.training.optim import lr_factor, make_optimizer, set_lr
-
+    def auxiliary_stage(self, texts: Sequence[str]) -> AuxiliaryStage:
+        """The Y-decoder, learned from target embeddings of the training texts (with noise, so
+        predicted embeddings decode too) to the texts."""
         cfg = self.cfg
         distinct = sorted(set(texts))
         device = self.device
@@ -254,12 +269,8 @@ class VLJEPA(VLModel):
                 [self.encode_text(distinct[s : s + 512]) for s in range(0, len(distinct), 512)]
             ).to(device)
         dec = self.y_decoder
-        dec.requires_grad_(True).train()
-        opt = make_optimizer(dec, cfg.decoder_lr, 0.01)
-        steps = max(1, cfg.decoder_samples // cfg.decoder_batch_size)
-        gen = torch.Generator().manual_seed(seed)
-        started, loss = time.perf_counter(), torch.tensor(float("nan"))
-        for step in range(steps):
+
+        def loss(gen: torch.Generator) -> Tensor:
             idx = torch.randint(len(distinct), (cfg.decoder_batch_size,), generator=gen)
             emb = F.normalize(targets[idx.to(device)], dim=-1)
             emb = (
@@ -269,23 +280,19 @@ class VLJEPA(VLModel):
                 / emb.shape[1] ** 0.5
             )
             inputs, labels = dec.text.sequences([distinct[i] for i in idx.tolist()], device=device)
-            set_lr(opt, lr_factor(step, steps, min(100, steps // 10), 0.1))
-            loss = dec.text.loss(inputs, labels, dec.memory(emb))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            loss = loss.detach()
-            torch.nn.utils.clip_grad_norm_(dec.parameters(), 1.0)
-            opt.step()
-        dec.requires_grad_(False).eval()
-        seconds = time.perf_counter() - started
-        on_event(
-            {
-                "type": "log",
-                "level": "info",
-                "message": f"Y-decoder: {steps} steps on {len(distinct)} texts in {seconds:.1f} s, loss {float(loss):.3f}",
-            }
+            return dec.text.loss(inputs, labels, dec.memory(emb))
+
+        steps = max(1, cfg.decoder_samples // cfg.decoder_batch_size)
+        return AuxiliaryStage(
+            name="ydecoder",
+            module=dec,
+            loss=loss,
+            steps=steps,
+            batch_size=cfg.decoder_batch_size,
+            learning_rate=cfg.decoder_lr,
+            texts=len(distinct),
+            warmup_steps=min(100, steps // 10),
         )
-        return {"ydecoder_loss": float(loss), "ydecoder_seconds": seconds}
 
     @torch.no_grad()
     def decode_targets(self, texts: Sequence[str]) -> list[str]:

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import io
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import Tensor, nn
 
+from vlarena.models.errors import ConfigError
 from vlarena.nn import LearnedPositionalEncoding, TransformerEncoder, init_weights
 
 
@@ -31,6 +34,7 @@ class XEncoder(nn.Module):
     """Maps images (B, 3, H, W) in [-1, 1] to visual tokens (B, N, out_dim)."""
 
     frozen: bool = False
+    image_size: int
     out_dim: int
     num_tokens: int
 
@@ -51,8 +55,9 @@ class EfficientNetLite0(XEncoder):
     def __init__(self, cfg: XEncoderConfig) -> None:
         super().__init__()
         if cfg.image_size % 32:
-            raise ValueError(
-                f"efficientnet-lite0 needs an image_size divisible by 32, got {cfg.image_size}"
+            raise ConfigError(
+                "model.config.x_encoder.image_size",
+                f"efficientnet-lite0 needs an image_size divisible by 32, got {cfg.image_size}",
             )
         self.image_size = cfg.image_size
         self.num_tokens = (cfg.image_size // 32) ** 2
@@ -66,8 +71,10 @@ class EfficientNetLite0(XEncoder):
         return self
 
     def forward(self, images: Tensor) -> Tensor:
+        # `extract_features` (the last feature map) is the package's own, untyped, method.
+        extract_features = cast(Callable[[Tensor], Tensor], self.backbone.extract_features)
         with torch.no_grad():
-            fmap = self.backbone.extract_features(images)  # (B, 1280, h, w)
+            fmap = extract_features(images)  # (B, 1280, h, w)
         return fmap.flatten(2).transpose(1, 2)  # (B, h*w, 1280)
 
     def cache_key(self) -> str:
@@ -99,10 +106,13 @@ class ViT(XEncoder):
     def __init__(self, cfg: XEncoderConfig) -> None:
         super().__init__()
         if cfg.image_size % cfg.patch_size:
-            raise ValueError(
-                f"vit needs image_size ({cfg.image_size}) divisible by patch_size ({cfg.patch_size})"
+            raise ConfigError(
+                "model.config.x_encoder.image_size",
+                f"vit needs image_size ({cfg.image_size}) divisible by patch_size "
+                f"({cfg.patch_size})",
             )
         self.cfg = cfg
+        self.image_size = cfg.image_size
         self.out_dim = cfg.vit_dim
         self.num_tokens = (cfg.image_size // cfg.patch_size) ** 2
         self.patch_embed = nn.Conv2d(3, cfg.vit_dim, cfg.patch_size, stride=cfg.patch_size)
@@ -129,7 +139,10 @@ class HuggingFaceVision(XEncoder):
     def __init__(self, cfg: XEncoderConfig) -> None:
         super().__init__()
         if not cfg.hf_model:
-            raise ValueError("x_encoder 'hf' needs hf_model: a hub id or a local directory")
+            raise ConfigError(
+                "model.config.x_encoder.hf_model",
+                "x_encoder 'hf' needs hf_model: a hub id or a local directory",
+            )
         from transformers import AutoConfig, AutoModel
 
         try:
@@ -176,7 +189,8 @@ def build_x_encoder(cfg: XEncoderConfig) -> XEncoder:
     try:
         cls = X_ENCODERS[cfg.name]
     except KeyError:
-        raise ValueError(
-            f"unknown x_encoder {cfg.name!r}; choose one of {', '.join(sorted(X_ENCODERS))}"
+        raise ConfigError(
+            "model.config.x_encoder.name",
+            f"unknown x_encoder {cfg.name!r}; choose one of {', '.join(sorted(X_ENCODERS))}",
         ) from None
     return cls(cfg)

@@ -8,6 +8,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from vlarena.monitoring.rules import RULES_FILE, rule_groups
+from vlarena.monitoring.yaml_files import dump_yaml
+
 # Scrape job names; dashboards and rules do not depend on them (a cluster's ServiceMonitors
 # name jobs after Services).
 GATEWAY_JOB = "vlarena-gateway"
@@ -93,9 +96,6 @@ def prepare_local(
 ) -> list[str]:
     """Writes a config scraping the given targets, and vlarena's rules beside it, into
     `directory`; returns the command that starts Prometheus on 127.0.0.1:`port` with them."""
-    from vlarena.monitoring.__main__ import dump_yaml
-    from vlarena.monitoring.rules import RULES_FILE, rule_groups
-
     directory.mkdir(parents=True, exist_ok=True)
     (directory / RULES_FILE).write_text(dump_yaml(rule_groups()))
     config = local_config(gateway, worker, triton, rule_files=[RULES_FILE], interval=interval)

@@ -17,6 +17,8 @@ def _check_range(offset: int, length: int, max_len: int) -> None:
 class SinusoidalPositionalEncoding(nn.Module):
     """PE[pos, 2i] = sin(pos / 10000^(2i/d)), PE[pos, 2i+1] = cos(pos / 10000^(2i/d)) (Vaswani)."""
 
+    pe: Tensor  # (max_len, d), a buffer
+
     def __init__(self, d_model: int, max_len: int = 512):
         super().__init__()
         self.max_len = max_len

@@ -1,4 +1,4 @@
-"""`vlarena export`, `vlarena triton` and `vlarena triton-sync`: the serving commands."""
+"""`vlarena triton` and `vlarena triton-sync`: the serving commands."""
 
 from __future__ import annotations
 
@@ -14,56 +14,6 @@ from pathlib import Path
 from typing import Any
 
 log = logging.getLogger(__name__)
-
-
-def _model_files(run_dir: Path) -> list[Path]:
-    """A training run's model file, or each run's in a compare job's directory."""
-    from vlarena.training.jobs import find_model
-
-    try:
-        return [find_model(run_dir)]
-    except FileNotFoundError:
-        found = sorted(run_dir.glob("*/seed*/model.pt"))
-        if not found:
-            raise
-        return found
-
-
-def cmd_export(args: argparse.Namespace) -> int:
-    from vlarena.serving.export import export_run
-    from vlarena.serving.quantize import weight_range
-
-    weights = weight_range(args.int8_weights) if args.int8_weights else None
-    models = _model_files(args.run_dir)
-    if args.out and len(models) > 1:
-        raise ValueError(f"{args.run_dir} holds {len(models)} models: --out takes one")
-    for model_file in models:
-        manifest = export_run(
-            model_file.parent,
-            out_dir=args.out,
-            calibration_images=args.calibration_images,
-            accuracy_images=args.accuracy_images,
-            int8_weights=weights,
-            on_event=lambda e: print(e.get("message", e), file=sys.stderr),
-        )
-        deltas = {
-            p: e["deltaPoints"]
-            for p, e in manifest.accuracy.get("precisions", {}).items()
-            if p != "fp32"
-        }
-        print(
-            json.dumps(
-                {
-                    "export": str(manifest.directory),
-                    "family": manifest.family,
-                    "parts": sorted(manifest.parts),
-                    "parityOk": manifest.parity.get("ok"),
-                    "accuracyDeltaPoints": deltas,
-                    "recipes": manifest.parts["vision"].recipes,
-                }
-            )
-        )
-    return 0
 
 
 def cmd_triton(args: argparse.Namespace) -> int:
@@ -161,24 +111,6 @@ def cmd_triton_sync(args: argparse.Namespace) -> int:
 
 def register(sub: Any) -> None:
     """Adds the serving commands to the `vlarena` command's subparsers."""
-    p = sub.add_parser(
-        "export",
-        help="export a trained run for serving: ONNX graphs, FP16/INT8 variants, serving.json",
-    )
-    p.add_argument("run_dir", type=Path, help="a training run (or a compare job's) directory")
-    p.add_argument("--out", type=Path, help="export directory (default RUN/export)")
-    p.add_argument("--calibration-images", type=int, default=64, help="training images for INT8")
-    p.add_argument(
-        "--accuracy-images", type=int, default=200, help="test images for the accuracy deltas"
-    )
-    p.add_argument(
-        "--int8-weights",
-        choices=("auto", "full", "reduced"),  # quantize.WEIGHT_RANGE_CHOICES, without onnx
-        help="INT8 weight range: reduced (7-bit) for x86 CPUs without VNNI; default: the "
-        "int8_weights setting (auto: from this machine's CPU)",
-    )
-    p.set_defaults(func=cmd_export)
-
     p = sub.add_parser(
         "triton", help="run a local Triton (nvidia-pytriton's server) in explicit model control"
     )

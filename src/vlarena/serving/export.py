@@ -9,7 +9,6 @@ import json
 import logging
 import shutil
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +21,12 @@ from vlarena.data.locations import cache_dir
 from vlarena.data.manifest import Dataset
 from vlarena.data.tokenizer import WordPieceTokenizer
 from vlarena.evaluation.evaluate import EvalConfig, evaluate_model
+from vlarena.events import LogEvent, OnEvent, ProgressEvent, ignore
 from vlarena.models.base import VLModel
 from vlarena.models.token_vlm import TokenVLM
 from vlarena.models.vl_jepa import VLJEPA
 from vlarena.serving import graphs
-from vlarena.serving.manifest import EXPORT_DIR, TOKENIZER_FILE, PartSpec, ServingManifest
+from vlarena.serving.manifest import TOKENIZER_FILE, PartSpec, ServingManifest
 from vlarena.serving.pipelines import OnnxRunner, ServedModel
 from vlarena.serving.quantize import (
     WeightRange,
@@ -39,7 +39,6 @@ from vlarena.serving.quantize import (
 from vlarena.serving.repository import TRITON_TYPES, Batching, TensorSpec
 
 log = logging.getLogger(__name__)
-OnEvent = Callable[[dict[str, Any]], None]
 
 # FP32 parity: the largest absolute difference allowed between a graph and PyTorch.
 PARITY_TOLERANCE = 1e-4
@@ -228,7 +227,7 @@ def export_model(
     test: Dataset,
     accuracy_images: int = ACCURACY_IMAGES,
     int8_weights: WeightRange | None = None,
-    on_event: OnEvent = lambda _e: None,
+    on_event: OnEvent = ignore,
 ) -> ServingManifest:
     """Writes every graph of `model`, the vision encoder's FP16/INT8 variants and
     `serving.json` (with parity and accuracy) into `out_dir`. `int8_weights` defaults to the
@@ -240,7 +239,13 @@ def export_model(
     started = time.perf_counter()
     model = model.eval()
     out_dir.mkdir(parents=True, exist_ok=True)
+    steps = 4  # graphs, reduced-precision variants, parity, accuracy
+
+    def step(done: int) -> None:
+        on_event(ProgressEvent("export", done, steps, "steps"))
+
     paths = _export_parts(model, out_dir)
+    step(1)
     # The text side's tokenizer travels with the graphs: the gateway has no model packages.
     shutil.copyfile(WordPieceTokenizer.minilm().path, out_dir / TOKENIZER_FILE)
     variants: dict[str, str] = {}
@@ -256,6 +261,7 @@ def export_model(
         else:
             make_variant(vision, made, precision, calib, int8_weights)
         variants[precision] = made.name
+    step(2)
     parts = {}
     for name, path in paths.items():
         inputs, outputs = io_specs(path)
@@ -272,7 +278,7 @@ def export_model(
         family=model.family,
         image_size=model.x_encoder.image_size,
         parts=parts,
-        vocabulary=list(model.vocab.wordpiece_ids),  # type: ignore[attr-defined]
+        vocabulary=list(model.vocab.wordpiece_ids),
         text=_text_limits(model),
         directory=out_dir,
     )
@@ -282,27 +288,26 @@ def export_model(
     manifest.parity["int8QdqOps"] = qdq_op_counts(out_dir / variants["int8"])
     if not manifest.parity["ok"]:
         log.warning("%s: ONNX parity with PyTorch failed: %s", out_dir, manifest.parity)
+    step(3)
     n = min(accuracy_images, len(test))
     if model.x_encoder.frozen and n:
         test_images = load_images([r.image for r in test.records[:n]], size)
         manifest.accuracy = precision_accuracy(model, manifest, test, test_images)
     manifest.save(out_dir)
+    step(4)
     deltas = {
         p: e["deltaPoints"]
         for p, e in manifest.accuracy.get("precisions", {}).items()
         if p != "fp32"
     }
     on_event(
-        {
-            "type": "log",
-            "level": "info" if manifest.parity["ok"] else "warning",
-            "message": (
-                f"exported {len(parts)} ONNX graphs to {out_dir} in "
-                f"{time.perf_counter() - started:.1f} s; parity "
-                f"{'ok' if manifest.parity['ok'] else 'FAILED'}; accuracy deltas vs FP32 "
-                f"(points): {json.dumps(deltas)}"
-            ),
-        }
+        LogEvent(
+            f"exported {len(parts)} ONNX graphs to {out_dir} in "
+            f"{time.perf_counter() - started:.1f} s; parity "
+            f"{'ok' if manifest.parity['ok'] else 'FAILED'}; accuracy deltas vs FP32 "
+            f"(points): {json.dumps(deltas)}",
+            "info" if manifest.parity["ok"] else "warning",
+        )
     )
     return manifest
 
@@ -314,40 +319,3 @@ def exported_files(manifest: ServingManifest) -> list[str]:
         names.add(part.file)
         names.update(part.variants.values())
     return sorted(names)
-
-
-def export_run(
-    run_dir: Path,
-    *,
-    out_dir: Path | None = None,
-    dataset: Any = None,
-    on_event: OnEvent = lambda _e: None,
-    calibration_images: int = CALIBRATION_IMAGES,
-    accuracy_images: int = ACCURACY_IMAGES,
-    int8_weights: WeightRange | None = None,
-) -> ServingManifest:
-    """Exports the model saved in a training run directory (`model.pt` and `run.json`) into
-    `<run>/export/`: calibration from its training split, accuracy on its test split.
-
-    `dataset` may pass the already opened `training.jobs.Splits` of the run.
-    """
-    from vlarena.models.registry import load_model
-    from vlarena.training.jobs import Splits, find_model, open_dataset
-
-    model_path = find_model(Path(run_dir))
-    model = load_model(model_path)
-    splits = dataset
-    if splits is None:
-        trained = json.loads((model_path.parent / "run.json").read_text())
-        splits = Splits.of(open_dataset(trained["dataset"]))
-    size = model.x_encoder.image_size
-    calibration = load_images([r.image for r in splits.train.records[:calibration_images]], size)
-    return export_model(
-        model,
-        out_dir or model_path.parent / EXPORT_DIR,
-        calibration_images=calibration,
-        test=splits.test,
-        accuracy_images=accuracy_images,
-        int8_weights=int8_weights,
-        on_event=on_event,
-    )

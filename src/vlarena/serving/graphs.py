@@ -17,21 +17,21 @@ runs the model's own `TextDecoder.forward`, so the graph is the eager code path,
 
 from __future__ import annotations
 
-import os
-import tempfile
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import cast
 
 import torch
 from torch import Tensor, nn
 
 from vlarena.data.locations import cache_dir
+from vlarena.files import atomic_path
 from vlarena.models.text_decoder import IGNORE, TextDecoder
 from vlarena.models.token_vlm import TokenVLM
 from vlarena.models.vl_jepa import VLJEPA, YDecoder, YEncoder
 from vlarena.models.x_encoders import XEncoder
-from vlarena.nn import KVCache
+from vlarena.nn import DecoderBlock, KVCache
 
 OPSET = 17
 
@@ -47,26 +47,19 @@ def export_graph(
 
     `inputs`/`outputs` map each tensor's name to its dynamic axes ({axis: name}).
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".onnx.partial")
-    os.close(fd)
-    try:
-        with warnings.catch_warnings(), torch.no_grad():
-            # Tracing warns about Python values taken from shapes; the parity tests are the check.
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                module.eval(),
-                args,
-                tmp,
-                input_names=list(inputs),
-                output_names=list(outputs),
-                dynamic_axes={**inputs, **outputs},
-                opset_version=OPSET,
-                dynamo=False,
-            )
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    with atomic_path(path, suffix=".onnx") as tmp, warnings.catch_warnings(), torch.no_grad():
+        # Tracing warns about Python values taken from shapes; the parity tests are the check.
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            module.eval(),
+            args,
+            str(tmp),
+            input_names=list(inputs),
+            output_names=list(outputs),
+            dynamic_axes={**inputs, **outputs},
+            opset_version=OPSET,
+            dynamo=False,
+        )
     return path
 
 
@@ -134,10 +127,15 @@ class TextEncoderGraph(nn.Module):
 
 
 # --- decoders (the token VLM's text decoder and VL-JEPA's Y-decoder) ---------------------------
+def _decoder_blocks(text: TextDecoder) -> list[DecoderBlock]:
+    """The decoder's layers: `DecoderBlock`s, which its `nn.ModuleList` types as plain modules."""
+    return cast(list[DecoderBlock], list(text.decoder.layers))
+
+
 def cross_keys_values(text: TextDecoder, memory: Tensor) -> tuple[Tensor, Tensor]:
     """The cross-attention keys and values of every layer, (B, L, nh, M, hs) each."""
     ks, vs = [], []
-    for block in text.decoder.layers:
+    for block in _decoder_blocks(text):
         attn = block.cross_attn
         ks.append(attn._split_heads(attn.k_proj(memory)))
         vs.append(attn._split_heads(attn.v_proj(memory)))
@@ -209,7 +207,7 @@ class DecoderScoreGraph(nn.Module):
 # --- example inputs ------------------------------------------------------------------------------
 def step_example(text: TextDecoder, memory_len: int, past: int = 2) -> tuple[Tensor, ...]:
     """Inputs to trace a decoder step with: two new tokens after `past` cached ones."""
-    attn = text.decoder.layers[0].self_attn
+    attn = _decoder_blocks(text)[0].self_attn
     d = text.tok_emb.embedding_dim
     shape = (1, text.n_layers, attn.n_heads, past, d // attn.n_heads)
     cross = (1, text.n_layers, attn.n_heads, memory_len, d // attn.n_heads)

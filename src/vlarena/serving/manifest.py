@@ -1,6 +1,6 @@
 """`serving.json`: what an exported model version holds and how to run it (no torch needed).
 
-An export directory (`<run>/export/`, beside `model.pt`) holds one ONNX graph per part, the
+An export directory (a run's `export/`, beside its saved model) holds one ONNX graph per part, the
 reduced-precision variants of the vision encoder, and this manifest: per part its file, inputs,
 outputs and batching; the vocabulary and decoding limits the pipelines need; the parity of each
 graph with PyTorch; the accuracy of each precision on the test split.
@@ -9,24 +9,16 @@ graph with PyTorch; the accuracy of each precision on the test split.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vlarena.files import write_json
 from vlarena.serving.repository import Batching, TensorSpec
 
 SCHEMA = "vlarena.serving/v1"
-EXPORT_DIR = "export"
 MANIFEST_FILE = "serving.json"
 TOKENIZER_FILE = "tokenizer.json"  # MiniLM's WordPiece, copied beside the graphs
-
-
-def export_dir_of(model_path: str | Path) -> Path:
-    """The export directory of a saved model: beside its `model.pt` (or inside a run dir)."""
-    path = Path(model_path)
-    return (path.parent if path.suffix == ".pt" else path) / EXPORT_DIR
 
 
 def triton_model_name(model: str, part: str, precision: str = "fp32") -> str:
@@ -104,11 +96,7 @@ class ServingManifest:
 
     def save(self, directory: Path) -> Path:
         path = directory / MANIFEST_FILE
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{MANIFEST_FILE}.")
-        with os.fdopen(fd, "w") as f:
-            json.dump(self.to_dict(), f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
+        write_json(path, self.to_dict())
         self.directory = directory
         return path
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from functools import cached_property
-from typing import Protocol
+from typing import Protocol, cast
 
 import numpy as np
 import tokenizers
@@ -200,8 +200,9 @@ class ServedModel:
     ) -> np.ndarray:
         """Scores (B, C): cosine (VL-JEPA) or mean token log-likelihood (token VLM)."""
         b = len(tokens)
+        # `str` is itself a `Sequence[str]`: the isinstance check cannot narrow `candidates`.
         rows = (
-            [list(candidates)] * b
+            [list(cast(Sequence[str], candidates))] * b
             if isinstance(candidates[0], str)
             else [list(c) for c in candidates]
         )
@@ -294,7 +295,7 @@ class ServedModel:
         b, eos = len(prefixes), self.vocab.eos_id
         max_len = min(max_len, self.manifest.text["maxTextLen"] + 1 - len(prefixes[0]))
         past = np.zeros((*cross_k.shape[:3], 0, cross_k.shape[4]), dtype=np.float32)
-        inputs = {
+        inputs: Arrays = {
             "input_ids": np.array(prefixes, dtype=np.int64),
             "past_k": past,
             "past_v": past,

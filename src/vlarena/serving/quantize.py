@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import os
 import platform
-import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +19,8 @@ from typing import Literal
 
 import numpy as np
 import onnx
+
+from vlarena.files import atomic_path
 
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
 CALIBRATION_BATCH = 16
@@ -193,8 +194,8 @@ def cached_variant(
 ) -> Path:
     """A variant of a graph that many exports share (the frozen X-encoder's), made once and
     kept under `cache`, keyed by the graph, the recipe and, for INT8, the calibration data."""
-    digest = hashlib.sha256(source.read_bytes() + recipe(precision, weights).encode())
-    digest = digest.hexdigest()[:16]
+    graph = hashlib.sha256(source.read_bytes() + recipe(precision, weights).encode())
+    digest = graph.hexdigest()[:16]
     if calibration is not None:
         h = hashlib.sha256()
         for name in sorted(calibration):
@@ -211,10 +212,5 @@ def cached_variant(
 
 
 def _save(model: onnx.ModelProto, target: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".onnx.partial")
-    os.close(fd)
-    try:
-        onnx.save(model, tmp)
-        shutil.move(tmp, target)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    with atomic_path(target, suffix=".onnx") as tmp:
+        onnx.save(model, str(tmp))

@@ -9,13 +9,14 @@ runs the graph with onnxruntime.
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
+
+from vlarena.files import atomic_write_text
 
 Backend = Literal["python", "onnxruntime"]
 InstanceKind = Literal["KIND_CPU", "KIND_GPU"]
@@ -136,13 +137,6 @@ def python_backend_model() -> Path:
     return Path(str(resources.files("vlarena.serving") / "backend" / PYTHON_MODEL_FILE))
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 class ModelRepository:
     """Writes and prunes one Triton model repository."""
 
@@ -227,5 +221,5 @@ class ModelRepository:
         text = config.to_pbtxt()
         if path.is_file() and path.read_text() == text:
             return False
-        _atomic_write(path, text)
+        atomic_write_text(path, text)
         return True

@@ -16,6 +16,7 @@ import contextlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import tritonclient.grpc.aio as grpcclient
 from redis.asyncio import Redis
@@ -23,10 +24,15 @@ from tritonclient.utils import InferenceServerException
 
 from vlarena.jobs.keys import RedisKeys
 from vlarena.jobs.registry import ModelRegistry
-from vlarena.serving.manifest import ServingManifest, export_dir_of, triton_model_name
+from vlarena.rundirs import RunDir
+from vlarena.serving.manifest import ServingManifest, triton_model_name
 from vlarena.serving.repository import Batching, ModelRepository, TensorSpec
 
 log = logging.getLogger(__name__)
+
+# The client decodes replies (`decode_responses=True`) and speaks RESP2, so a stream entry is an
+# (id, fields) pair of strings; redis-py types replies for every protocol and decoding mode.
+_StreamEntries = list[tuple[str, dict[str, str]]]
 
 
 @dataclass
@@ -162,7 +168,7 @@ class TritonSync:
                         report.skipped[key] = "not READY"
                         continue
                     try:
-                        manifest = ServingManifest.load(export_dir_of(record.path))
+                        manifest = ServingManifest.load(RunDir.of_model(record.path).export)
                     except (OSError, ValueError) as exc:
                         report.skipped[key] = f"no serving export: {exc}"
                         continue
@@ -214,7 +220,9 @@ class TritonSync:
         return report
 
     async def _last_event_id(self) -> str:
-        last = await self.redis.xrevrange(self.keys.registry_events(), count=1)
+        last = cast(
+            _StreamEntries, await self.redis.xrevrange(self.keys.registry_events(), count=1)
+        )
         return last[0][0] if last else "0-0"
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -229,8 +237,11 @@ class TritonSync:
                     await self.reconcile()
                     pending = False
                 block_ms = int(self.interval_s * 1000)
-                reply = await self.redis.xread(
-                    {self.keys.registry_events(): last_id}, count=100, block=block_ms
+                reply = cast(
+                    list[tuple[str, _StreamEntries]],
+                    await self.redis.xread(
+                        {self.keys.registry_events(): last_id}, count=100, block=block_ms
+                    ),
                 )
                 if reply:
                     last_id = reply[0][1][-1][0]

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from vlarena.data.manifest import Dataset
+from vlarena.errors import UserInputError
 
 
 @dataclass(frozen=True)
@@ -31,7 +32,10 @@ class ExampleSource:
         self.captions = [list(r.captions) for r in dataset.records]
         self.questions = [[(q.query, q.answer) for q in r.questions] for r in dataset.records]
         if not any(self.captions) and not any(self.questions):
-            raise ValueError("the training split has no captions and no questions to learn from")
+            raise UserInputError(
+                f"{dataset.manifest_path}: the training split has no captions and no questions "
+                "to learn from"
+            )
         self.vqa_fraction = vqa_fraction if any(self.questions) else 0.0
         self.n = len(self.captions)
         self._perms: dict[tuple[int, int], np.ndarray] = {}

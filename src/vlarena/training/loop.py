@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,13 +15,12 @@ from typing import Any
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
+from vlarena.events import ArtifactEvent, MetricEvent, OnEvent, ProgressEvent, emit_log, ignore
+from vlarena.files import atomic_path
 from vlarena.models.base import VLModel
 from vlarena.training.distributed import DistContext
 from vlarena.training.examples import ExampleSource, gather_visual
 from vlarena.training.optim import lr_factor, make_optimizer, set_lr
-
-Event = dict[str, Any]
-CHECKPOINT = "checkpoint.pt"
 
 
 class StopRequested(Exception):
@@ -49,13 +47,14 @@ class TrainConfig:
         if (self.budget_samples is None) == (self.budget_steps is None):
             raise ValueError("give exactly one budget: samples or steps")
         budget = self.budget_samples if self.budget_samples is not None else self.budget_steps
-        if budget <= 0 or self.batch_size <= 0:
+        if budget is None or budget <= 0 or self.batch_size <= 0:
             raise ValueError("budget and batch size must be positive")
 
     @property
     def total_samples(self) -> int:
         if self.budget_samples is not None:
             return self.budget_samples
+        assert self.budget_steps is not None  # __post_init__ holds one of the two
         return self.budget_steps * self.batch_size
 
     @property
@@ -78,9 +77,8 @@ class TrainResult:
 
 
 def _atomic_torch_save(obj: Any, path: Path) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
 
 
 class Trainer:
@@ -88,7 +86,7 @@ class Trainer:
 
     `on_event` receives progress, metrics and checkpoint events; `should_stop` is polled
     between steps (True: checkpoint and raise StopRequested); `evaluate` computes the metrics
-    of an evaluation point. With `workdir`, an existing checkpoint there is resumed.
+    of an evaluation point. With `checkpoint`, training saves there and resumes from it.
     """
 
     def __init__(
@@ -98,16 +96,16 @@ class Trainer:
         source: ExampleSource,
         cfg: TrainConfig,
         *,
-        workdir: Path | None = None,
-        on_event: Callable[[Event], None] | None = None,
+        checkpoint: Path | None = None,
+        on_event: OnEvent | None = None,
         should_stop: Callable[[], bool] | None = None,
         evaluate: Callable[[VLModel], dict[str, float]] | None = None,
         dist: DistContext | None = None,
         device: torch.device | None = None,
     ) -> None:
         self.model, self.visual, self.source, self.cfg = model, visual, source, cfg
-        self.workdir = workdir
-        self.on_event = on_event or (lambda _e: None)
+        self.checkpoint_path = checkpoint
+        self.on_event = on_event or ignore
         self.should_stop = should_stop or (lambda: False)
         self.evaluate = evaluate
         self.dist = dist or DistContext()
@@ -129,14 +127,9 @@ class Trainer:
         )
 
     # --- checkpoints -------------------------------------------------------------------------
-    @property
-    def checkpoint_path(self) -> Path | None:
-        return self.workdir / CHECKPOINT if self.workdir else None
-
     def save_checkpoint(self) -> None:
         if self.checkpoint_path is None or not self.dist.is_main:
             return
-        self.workdir.mkdir(parents=True, exist_ok=True)
         _atomic_torch_save(
             {
                 "step": self.step,
@@ -153,12 +146,7 @@ class Trainer:
             self.checkpoint_path,
         )
         self.on_event(
-            {
-                "type": "checkpoint",
-                "step": self.step,
-                "samplesSeen": self.samples_seen,
-                "path": str(self.checkpoint_path),
-            }
+            ArtifactEvent("checkpoint", str(self.checkpoint_path), self.step, self.samples_seen)
         )
 
     def try_resume(self) -> bool:
@@ -175,12 +163,9 @@ class Trainer:
         self.curve = blob["curve"]
         self.train_seconds = blob["train_seconds"]
         self.last_loss = blob["last_loss"]
-        self.on_event(
-            {
-                "type": "log",
-                "level": "info",
-                "message": f"resumed from checkpoint at step {self.step} ({self.samples_seen} samples seen)",
-            }
+        emit_log(
+            self.on_event,
+            f"resumed from checkpoint at step {self.step} ({self.samples_seen} samples seen)",
         )
         return True
 
@@ -225,6 +210,7 @@ class Trainer:
         )
 
     def _run_evaluation(self) -> None:
+        assert self.evaluate is not None  # only called when an evaluation is due
         self.model.eval()
         metrics = self.evaluate(self.model)
         self.model.train()
@@ -235,7 +221,7 @@ class Trainer:
             **metrics,
         }
         self.curve.append(point)
-        self.on_event({"type": "metrics", "samplesSeen": self.samples_seen, "metrics": point})
+        self.on_event(MetricEvent(self.samples_seen, point))
 
     def fit(self) -> TrainResult:
         cfg = self.cfg
@@ -260,18 +246,18 @@ class Trainer:
             if self.dist.is_main and (self.step % cfg.log_every_steps == 0 or done):
                 remaining = cfg.total_samples - self.samples_seen
                 self.on_event(
-                    {
-                        "type": "progress",
-                        "step": self.step,
-                        "totalSteps": cfg.total_steps,
-                        "samplesSeen": self.samples_seen,
-                        "totalSamples": cfg.total_samples,
-                        "percent": round(100.0 * self.samples_seen / cfg.total_samples, 2),
-                        "loss": self.last_loss,
-                        "samplesPerSecond": round(ema_rate, 2),
-                        "etaSeconds": round(remaining / ema_rate, 1) if ema_rate else None,
-                        "learningRate": self.optimizer.param_groups[0]["lr"],
-                    }
+                    ProgressEvent(
+                        "train",
+                        self.samples_seen,
+                        cfg.total_samples,
+                        "samples",
+                        step=self.step,
+                        total_steps=cfg.total_steps,
+                        loss=self.last_loss,
+                        per_second=round(ema_rate, 2),
+                        eta_seconds=round(remaining / ema_rate, 1) if ema_rate else None,
+                        learning_rate=self.optimizer.param_groups[0]["lr"],
+                    )
                 )
             if self._evaluation_due(before) and self.dist.is_main:
                 self._run_evaluation()

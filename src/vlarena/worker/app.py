@@ -59,7 +59,7 @@ def _start_runtime(**_: Any) -> None:
 
 def _preload_ml_core() -> None:
     try:
-        import vlarena.training.jobs  # noqa: F401
+        import vlarena.experiments.jobs  # noqa: F401
     except Exception:
         log.warning("could not preload the ML core; jobs will fail to import it", exc_info=True)
 

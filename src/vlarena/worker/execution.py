@@ -6,21 +6,23 @@ import functools
 import json
 import logging
 import re
-import shutil
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol, TypeVar
 
-from vlarena.jobs.spec import is_multi_node
-from vlarena.jobs.store import Claim, RegisteredVersion
+from vlarena.errors import UserInputError
+from vlarena.events import Event, as_dict, describe, event_from_dict
+from vlarena.jobs.spec import is_multi_node, parse_job_spec
+from vlarena.jobs.store import Claim, JobStore, RegisteredVersion
+from vlarena.rundirs import AttemptsDir
+from vlarena.settings import Settings
 from vlarena.worker import metrics
 
-if TYPE_CHECKING:
-    from vlarena.worker.runtime import WorkerRuntime
-
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 Runner = Callable[..., dict[str, Any]]
 # A progress line goes to the job's log at most this often (the job record always has the last).
@@ -33,12 +35,12 @@ def _run_ml_core(
     spec: dict[str, Any],
     workdir: Path,
     *,
-    on_event: Callable[[dict[str, Any]], None],
+    on_event: Callable[[Event], None],
     should_stop: Callable[[], bool],
 ) -> dict[str, Any]:
-    from vlarena.training.jobs import execute_job  # torch: imported by workers only
+    from vlarena.experiments.jobs import run_job  # torch: imported by workers only
 
-    return execute_job(spec, workdir, on_event=on_event, should_stop=should_stop)
+    return run_job(parse_job_spec(spec), workdir, on_event=on_event, should_stop=should_stop)
 
 
 # What runs each job type. Every runner takes (spec, workdir, *, on_event, should_stop),
@@ -49,38 +51,6 @@ JOB_RUNNERS: dict[str, Runner] = {
     "evaluate": _run_ml_core,
     "compare": _run_ml_core,
 }
-
-
-def attempt_dir(job_dir: Path, attempt: int) -> Path:
-    """The run directory of one attempt: `<artifact dir>/jobs/<id>/attempt-<n>`.
-
-    A new attempt starts from a copy of the newest earlier one, so it resumes from that
-    attempt's last checkpoint while a stale worker of an earlier attempt, should one still be
-    alive, can only ever write into its own directory.
-    """
-    workdir = job_dir / f"attempt-{attempt}"
-    if workdir.exists():
-        return workdir
-    earlier = sorted(
-        (int(m.group(1)), p)
-        for p in job_dir.glob("attempt-*")
-        if (m := re.fullmatch(r"attempt-(\d+)", p.name)) and int(m.group(1)) < attempt
-    )
-    if earlier:
-        staging = job_dir / f".attempt-{attempt}.copying"
-        shutil.rmtree(staging, ignore_errors=True)
-        shutil.copytree(earlier[-1][1], staging, symlinks=True)
-        staging.rename(workdir)
-    else:
-        workdir.mkdir(parents=True)
-    return workdir
-
-
-def prune_attempt_dirs(job_dir: Path, keep: Path) -> None:
-    """Removes the run directories of earlier attempts once the job has succeeded."""
-    for path in job_dir.glob("attempt-*"):
-        if path != keep:
-            shutil.rmtree(path, ignore_errors=True)
 
 
 def registry_name(name: str) -> str:
@@ -157,15 +127,37 @@ def progress_line(progress: dict[str, Any]) -> str:
     return " · ".join(parts)
 
 
+class JobRuntime(Protocol):
+    """What an attempt needs of the worker process running it (`WorkerRuntime` provides it).
+
+    Declared here rather than imported, so that this module does not depend on the runtime
+    that depends on it.
+    """
+
+    settings: Settings
+    store: JobStore
+    # Set when the worker process is shutting down: the attempt stops and is preempted.
+    shutdown: threading.Event
+
+    def call(self, coroutine: Coroutine[Any, Any, T], timeout: float | None = ...) -> T:
+        """Runs a store coroutine on the process's event loop and returns its result."""
+        ...
+
+    def wake(self, queue: str) -> None:
+        """Sends a wake-up message so that some worker takes the next job of `queue`."""
+        ...
+
+
 class JobExecution:
     """Runs one claimed attempt to its end and records the outcome, unless fenced off."""
 
-    def __init__(self, runtime: WorkerRuntime, claim: Claim) -> None:
+    def __init__(self, runtime: JobRuntime, claim: Claim) -> None:
         self.runtime = runtime
         self.claim = claim
         self.stop_reason: str | None = None
         self._done = threading.Event()
         self._last_progress_log = 0.0
+        self._last_progress: dict[str, Any] = {}
         self._progress: JobProgress | None = None
         self._job_type = "train"
         self.workdir = Path()
@@ -216,14 +208,38 @@ class JobExecution:
 
     # Events from the ML core.
 
-    def on_event(self, event: dict[str, Any]) -> None:
+    def on_event(self, event: Event | dict[str, Any]) -> None:
+        """Renders an event of the ML core (typed, or its wire shape from a pod's `run-job
+        --events` and the launcher's cluster events) into the job's record, logs and events."""
+        event = as_dict(event) if not isinstance(event, dict) else event
         kind = event.get("type")
         prefix = f"[{event['family']} seed {event['seed']}] " if "family" in event else ""
         now_ms = int(time.time() * 1000)
         attempt = self.claim.attempt
-        if kind == "progress" and self._progress is not None:
+        if kind == "progress" and event.get("phase", "train") != "train":
+            phase = {
+                "phase": event["phase"],
+                "phaseDone": event.get("done"),
+                "phaseTotal": event.get("total"),
+            }
+            progress = {**self._last_progress, **phase, "attempt": attempt, "updatedAt": now_ms}
+            if "family" in event:
+                progress["run"] = f"{event['family']} seed {event['seed']}"
+            self._last_progress = progress
+            logs = []
+            parsed = event_from_dict(event)
+            if parsed and time.monotonic() - self._last_progress_log >= PROGRESS_LOG_SECONDS:
+                self._last_progress_log = time.monotonic()
+                logs.append(("info", describe(parsed)))
+            self._write(fields={"progress": json.dumps(progress)}, logs=logs)
+        elif kind == "progress" and self._progress is not None:
             before = self._progress.samples_seen
-            progress = self._progress.of(event) | {"attempt": attempt, "updatedAt": now_ms}
+            progress = self._progress.of(event) | {
+                "phase": "train",
+                "attempt": attempt,
+                "updatedAt": now_ms,
+            }
+            self._last_progress = progress
             if progress["samplesSeen"] > before:
                 metrics.SAMPLES.labels(self._job_type).inc(progress["samplesSeen"] - before)
             logs = []
@@ -244,7 +260,7 @@ class JobExecution:
                 fields={"metrics": json.dumps(record | {"updatedAt": now_ms})},
                 logs=[("info", line)],
             )
-        elif kind == "checkpoint":
+        elif kind == "artifact" and event.get("kind") == "checkpoint":
             samples = event.get("samplesSeen")
             if self._progress is not None and samples is not None:
                 samples = self._progress.overall_samples(event)
@@ -284,7 +300,7 @@ class JobExecution:
         spec = record.spec
         self._job_type = record.type
         metrics.job_started(record, self.claim.attempt)
-        job_dir = runtime.settings.artifact_dir / "jobs" / record.id
+        job_dir = AttemptsDir.of_job(runtime.settings.artifact_dir, record.id)
         started = time.monotonic()
         lease = threading.Thread(target=self._keep_lease, name="vlarena-lease", daemon=True)
         lease.start()
@@ -292,7 +308,7 @@ class JobExecution:
         error: Exception | None = None
         result: dict[str, Any] = {}
         try:
-            self.workdir = attempt_dir(job_dir, self.claim.attempt)
+            self.workdir = job_dir.start(self.claim.attempt)
             self._write(fields={"workdir": str(self.workdir)})
             families = (
                 _compare_families(spec)
@@ -321,7 +337,7 @@ class JobExecution:
         metrics.ATTEMPT_DURATION.labels(record.type).observe(time.monotonic() - started)
 
     def _finish(
-        self, job_type: str, error: Exception | None, result: dict[str, Any], job_dir: Path
+        self, job_type: str, error: Exception | None, result: dict[str, Any], job_dir: AttemptsDir
     ) -> str:
         store = self.runtime.store
         if self.stop_reason == "fenced":
@@ -345,7 +361,7 @@ class JobExecution:
             )
             self.job_state = finish.state
             if finish.state == "SUCCEEDED":
-                prune_attempt_dirs(job_dir, keep=self.workdir)
+                job_dir.prune(keep=self.workdir)
             return "succeeded"
         if self.stop_reason == "cancel":
             outcome, message = "cancelled", ""
@@ -353,6 +369,10 @@ class JobExecution:
             outcome, message = "deadline", ""
         elif self.runtime.shutdown.is_set():
             outcome, message = "preempted", ""
+        elif isinstance(error, UserInputError):
+            # What the user sent cannot work: another attempt would fail the same way.
+            outcome, message = "rejected", " ".join(str(error).split())
+            log.warning("job %s failed on its input: %s", self.claim.job_id, message)
         else:
             outcome, message = "failed", f"{type(error).__name__}: {error}"
             log.error("job %s failed", self.claim.job_id, exc_info=error)

@@ -17,12 +17,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from vlarena.rundirs import AttemptsDir, JobDir
 from vlarena.settings import Settings
 from vlarena.training.distributed import torchrun_command
 
-# What the pods leave in the run directory for the worker: execute_job's return value.
-RESULT_FILE = "job-result.json"
-SPEC_FILE = "spec.json"
 RENDEZVOUS_PORT = 29500
 CONTAINER = "trainer"
 # The label every object and pod of one cluster attempt carries; the launcher watches by it.
@@ -73,7 +71,7 @@ def _pod_spec(spec: dict[str, Any], workdir: Path, settings: Settings, name: str
     nodes = int(resources.get("nodes", 1))
     gpus = int(resources.get("gpus", 0))
     command = torchrun_command(
-        ["run-job", str(workdir / SPEC_FILE), "--out", str(workdir), "--events", "--quiet"],
+        ["run-job", str(JobDir(workdir).spec), "--out", str(workdir), "--events", "--quiet"],
         nproc_per_node=max(gpus, 1),
         nnodes=nodes,
         node_rank="$(JOB_COMPLETION_INDEX)",
@@ -219,7 +217,7 @@ def render_pytorchjob(
         "-m",
         "vlarena.cli",
         "run-job",
-        str(workdir / SPEC_FILE),
+        str(JobDir(workdir).spec),
         "--out",
         str(workdir),
         "--events",
@@ -273,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     spec = spec_document(JOB_SPEC_ADAPTER.validate_python(yaml.safe_load(args.spec.read_text())))
     settings = Settings()
-    workdir = settings.artifact_dir / "jobs" / args.job_id / f"attempt-{args.attempt}"
+    workdir = AttemptsDir.of_job(settings.artifact_dir, args.job_id).attempt(args.attempt)
     if args.pytorchjob:
         objects = [render_pytorchjob(args.job_id, args.attempt, spec, workdir, settings)]
     else:

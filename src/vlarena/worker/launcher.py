@@ -19,24 +19,29 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from vlarena.errors import UserInputError
+from vlarena.events import Event, Level, LogEvent
+from vlarena.files import write_json
+from vlarena.rundirs import JobDir
 from vlarena.settings import Settings
 from vlarena.worker.k8s_templates import (
     CLUSTER_JOB_LABEL,
     COMPLETION_INDEX,
     CONTAINER,
-    RESULT_FILE,
-    SPEC_FILE,
     cluster_job_name,
     render_job,
     render_service,
 )
 
+if TYPE_CHECKING:
+    from urllib3 import HTTPResponse
+
 log = logging.getLogger(__name__)
 
-OnEvent = Callable[[dict[str, Any]], None]
+# Typed events of the launcher, and rank 0's events and the pods' cluster state as wire dicts.
+OnEvent = Callable[[Event | dict[str, Any]], None]
 SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 # How long the attempt waits, once the Job has ended, for rank 0's log to be read to its end.
 LOG_DRAIN_SECONDS = 30.0
@@ -215,7 +220,11 @@ class ClusterLauncher:
         from kubernetes.client.exceptions import ApiException
 
         try:
-            reply = self.batch.read_namespaced_job(name, self.namespace, _preload_content=False)
+            # Without preloading the client returns the raw response, not the V1Job it declares.
+            reply = cast(
+                "HTTPResponse",
+                self.batch.read_namespaced_job(name, self.namespace, _preload_content=False),
+            )
         except ApiException as exc:
             if exc.status == 404:
                 return None
@@ -270,7 +279,7 @@ class ClusterLauncher:
             if self.delete_job(cluster_job_name(job_id, earlier)):
                 on_event(_log(f"deleted the Kubernetes Job of attempt {earlier}, still running"))
         workdir.mkdir(parents=True, exist_ok=True)
-        (workdir / SPEC_FILE).write_text(json.dumps(spec, indent=2))
+        write_json(JobDir(workdir).spec, spec)
         job = self._create(
             self.batch.create_namespaced_job,
             render_job(job_id, attempt, spec, workdir, self.settings),
@@ -297,7 +306,7 @@ class ClusterLauncher:
         finally:
             self.delete_job(name)
             logs.drain(LOG_DRAIN_SECONDS)
-        result = workdir / RESULT_FILE
+        result = JobDir(workdir).job_result
         if not result.exists():
             raise ClusterJobFailed(f"the Kubernetes Job completed but left no {result}")
         return json.loads(result.read_text())
@@ -359,8 +368,8 @@ class ClusterLauncher:
                 raise ClusterJobFailed(message)
 
 
-def _log(message: str, level: str = "info") -> dict[str, Any]:
-    return {"type": "log", "level": level, "message": message}
+def _log(message: str, level: Level = "info") -> LogEvent:
+    return LogEvent(message, level)
 
 
 class RankZeroLog:
@@ -399,12 +408,16 @@ class RankZeroLog:
 
     def _follow(self, pod_name: str) -> None:
         try:
-            reply = self.launcher.core.read_namespaced_pod_log(
-                pod_name,
-                self.launcher.namespace,
-                container=CONTAINER,
-                follow=True,
-                _preload_content=False,
+            # Without preloading the client returns the raw response, not the str it declares.
+            reply = cast(
+                "HTTPResponse",
+                self.launcher.core.read_namespaced_pod_log(
+                    pod_name,
+                    self.launcher.namespace,
+                    container=CONTAINER,
+                    follow=True,
+                    _preload_content=False,
+                ),
             )
             pending = b""
             for chunk in reply.stream(4096):

@@ -132,7 +132,7 @@ class RunningJobGauges(Collector):
 
     @staticmethod
     def _families(progress: dict[str, Any], fields: dict[str, str]) -> list[Metric]:
-        families = []
+        families: list[Metric] = []
         labels = [fields.get("id", ""), fields.get("type", ""), str(progress.get("run") or "")]
         for name, documentation, field in RUNNING_JOB_GAUGES:
             family = GaugeMetricFamily(name, documentation, labels=RUNNING_JOB_LABELS)

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from vlarena.errors import UserInputError
 from vlarena.evaluation.report.cost import DEFAULT_NODES, NodeType, cost_section
 from vlarena.evaluation.report.verdict import verdict
 
@@ -72,9 +73,9 @@ def quality_groups(table: list[dict[str, Any]]) -> list[tuple[str, list[dict[str
 
 def check_metrics(doc: Mapping[str, Any]) -> None:
     if doc.get("schema") != METRICS_SCHEMA:
-        raise ValueError(f"not a {METRICS_SCHEMA} document (schema {doc.get('schema')!r})")
+        raise UserInputError(f"not a {METRICS_SCHEMA} document (schema {doc.get('schema')!r})")
     if not doc.get("families"):
-        raise ValueError("metrics.json has no families")
+        raise UserInputError("metrics.json has no families")
 
 
 def _spread(rows: list[list[float]]) -> tuple[list[float], list[float]]:

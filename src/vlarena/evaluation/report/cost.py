@@ -8,6 +8,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from vlarena.errors import UserInputError
+
 # Scales the cost section reports: training samples, and requests per day.
 TRAINING_SAMPLES = (1e6, 1e8, 1e10)
 REQUESTS_PER_DAY = (1e4, 1e6, 1e8)
@@ -39,14 +41,16 @@ class NodeType:
         values = {camel.get(k, k): v for k, v in data.items()}
         unknown = set(values) - known
         if unknown:
-            raise ValueError(f"node price: unknown keys {sorted(unknown)}; known: {sorted(known)}")
+            raise UserInputError(
+                f"node price: unknown keys {sorted(unknown)}; known: {sorted(known)}"
+            )
         node = cls(**values)
         if node.device not in ("cpu", "cuda"):
-            raise ValueError(
+            raise UserInputError(
                 f"node {node.name}: device must be 'cpu' or 'cuda', got {node.device!r}"
             )
         if node.usd_per_hour <= 0:
-            raise ValueError(f"node {node.name}: usd_per_hour must be positive")
+            raise UserInputError(f"node {node.name}: usd_per_hour must be positive")
         return node
 
     def capacity(self, measured: Mapping[str, Any]) -> float | None:

@@ -7,7 +7,7 @@ import itertools
 import math
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -136,7 +136,8 @@ def quality_bars(report: Mapping[str, Any], path: Path) -> Path | None:
 def selective_decoding(result: Mapping[str, Any], path: Path) -> Path:
     """CIDEr against decoding operations (uniform and selective), and one stream's segments."""
     fig = Figure(figsize=(10, 6.2), layout="constrained")
-    top, bottom = fig.subfigures(2, 1, height_ratios=[3, 1.4])
+    # Two rows make an array of subfigures (a single one only for a 1x1 grid).
+    top, bottom = cast(np.ndarray, fig.subfigures(2, 1, height_ratios=[3, 1.4]))
     ax = top.subplots()
     for name, colour, marker in (("uniform", "#777", "s"), ("selective", "#d1495b", "o")):
         pts = sorted(result[name], key=lambda p: p["decodes"])

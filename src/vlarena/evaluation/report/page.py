@@ -15,6 +15,8 @@ from typing import Any
 
 from vlarena.evaluation.report import plots
 from vlarena.evaluation.report.colours import family_colour
+from vlarena.files import atomic_write_text
+from vlarena.rundirs import METRICS_FILE
 
 REPORT_FILE = "report.json"
 PAGE_FILE = "report.html"
@@ -434,7 +436,7 @@ def render_page(
     def in_report(path: str) -> str:
         return path if here == "." else f"{here}/{path}"
 
-    listed = [in_report(REPORT_FILE), in_report(PAGE_FILE), "metrics.json"]
+    listed = [in_report(REPORT_FILE), in_report(PAGE_FILE), METRICS_FILE]
     listed += [in_report(p) for p in report["figures"].values()] + list(artifacts)
     budget = ", ".join(
         f"{k} {_num(v, 0) if isinstance(v, int | float) else v}"
@@ -519,10 +521,7 @@ def render_page(
 def write_page(report_dir: Path, workdir: Path, artifacts: Sequence[str] = ()) -> Path:
     """Writes report.html beside report.json, with links relative to the report directory."""
     path = Path(report_dir) / PAGE_FILE
-    tmp = path.with_suffix(".tmp")
-    html_text = render_page(report_dir, workdir=workdir, artifacts=artifacts)
-    tmp.write_text(html_text, encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(path, render_page(report_dir, workdir=workdir, artifacts=artifacts))
     return path
 
 

@@ -11,7 +11,7 @@ import math
 import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Literal, Protocol, TypeGuard, overload
 
 import numpy as np
 import torch
@@ -19,9 +19,58 @@ import torch.nn.functional as F
 
 from vlarena.data.images import load_image
 from vlarena.data.manifest import Dataset, DatasetInfo
+from vlarena.data.tokenizer import Vocabulary
 from vlarena.evaluation.evaluate import zeroshot_items
 from vlarena.evaluation.report.projection import pca, tsne
 from vlarena.models.base import VLModel
+
+
+# --- what the probes need of a family beyond VLModel --------------------------------------------
+class _HasVocabulary(Protocol):
+    @property
+    def vocab(self) -> Vocabulary: ...
+
+
+class _AttentionCaptioner(_HasVocabulary, Protocol):
+    """A family whose captions come with their cross-attention (the token VLM)."""
+
+    def generate(
+        self, visual: torch.Tensor, *, return_attention: Literal[True]
+    ) -> tuple[list[str], list[torch.Tensor]]: ...
+
+
+class _EmbeddingPredictor(_HasVocabulary, Protocol):
+    """A family that predicts text embeddings from images (VL-JEPA)."""
+
+    @overload
+    def predict_embedding(
+        self,
+        visual: torch.Tensor,
+        queries: Sequence[str | None] | None = None,
+        *,
+        need_weights: Literal[False] = False,
+    ) -> torch.Tensor: ...
+    @overload
+    def predict_embedding(
+        self,
+        visual: torch.Tensor,
+        queries: Sequence[str | None] | None = None,
+        *,
+        need_weights: Literal[True],
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]: ...
+    def encode_text(self, texts: Sequence[str]) -> torch.Tensor: ...
+
+
+def _has_vocabulary(model: VLModel) -> TypeGuard[_HasVocabulary]:
+    return hasattr(model, "vocab")
+
+
+def _shows_cross_attention(model: VLModel) -> TypeGuard[_AttentionCaptioner]:
+    return "return_attention" in inspect.signature(model.generate).parameters
+
+
+def _predicts_embeddings(model: VLModel) -> TypeGuard[_EmbeddingPredictor]:
+    return hasattr(model, "predict_embedding")
 
 
 # --- where a slot's cell lies among the visual tokens -------------------------------------------
@@ -48,7 +97,7 @@ def thumbnail(path: str, size: int = 128) -> list[list[int]]:
 
 
 # --- token VLM: cross-attention per generated token ---------------------------------------------
-def _token_pieces(model: VLModel, text: str) -> list[str]:
+def _token_pieces(model: _HasVocabulary, text: str) -> list[str]:
     ids = model.vocab.encode(text, bos=False, eos=False)
     return [model.vocab.decode([i]) or "·" for i in ids]
 
@@ -59,7 +108,7 @@ def cross_attention(
     """Each generated token's cross-attention over the visual tokens (token VLM), for a few
     test images, and how much attention the class words of each caption part put on the cell
     the part names (chance: the cell's share of the tokens)."""
-    if "return_attention" not in inspect.signature(model.generate).parameters:
+    if not _shows_cross_attention(model):
         return None  # the family has no cross-attention to show
     texts, maps = model.generate(visual[:stats_images], return_attention=True)
     info = ds.info
@@ -86,7 +135,7 @@ def cross_attention(
 
 
 def _caption_alignment(
-    model: VLModel,
+    model: _HasVocabulary,
     info: DatasetInfo,
     texts: list[str],
     maps: list[torch.Tensor],
@@ -126,7 +175,7 @@ def predictor_attention(
     """The predictor's attention from the query tokens to the visual tokens, per layer (mean
     over heads and query tokens), for each slot question ("what is at the top left?"); and the
     mass the last layer puts on the asked cell over `stats_images` images."""
-    if not hasattr(model, "predict_embedding"):
+    if not _predicts_embeddings(model):
         return None
     info = ds.info
     nv = visual.shape[1]
@@ -141,14 +190,14 @@ def predictor_attention(
             asked.append((i, slot or "", q.query))
     if not asked:
         _, weights = model.predict_embedding(visual[rows], need_weights=True)
-        maps = torch.stack([w.mean(1).mean(1) for w in weights], 1)  # (B, L, Nv)
+        image_maps = torch.stack([w.mean(1).mean(1) for w in weights], 1)  # (B, L, Nv)
         return {
             "tokensSide": math.isqrt(nv),
             "examples": [
                 {
                     "id": ds.records[i].id,
                     "image": thumbnail(ds.records[i].image),
-                    "queries": [{"query": None, "layers": maps[i].numpy().round(4).tolist()}],
+                    "queries": [{"query": None, "layers": image_maps[i].numpy().round(4).tolist()}],
                 }
                 for i in rows[:images]
             ],
@@ -207,7 +256,7 @@ def categories(ds: Dataset) -> tuple[str, list[str]]:
     slot = ds.info.slots[0] if ds.info.slots else None
     if slot and all(r.labels and slot in r.labels for r in ds.records):
         phrase = ds.info.slot_phrases.get(slot, slot)
-        return f"class at the {phrase}", [r.labels[slot] for r in ds.records]
+        return f"class at the {phrase}", [r.labels[slot] for r in ds.records if r.labels]
     return "none", ["–"] * len(ds)
 
 
@@ -217,7 +266,7 @@ def embedding_map(
 ) -> dict[str, Any] | None:
     """PCA and t-SNE of predicted embeddings (from images) beside target embeddings (from their
     captions), unit-normalised, for a model that predicts embeddings."""
-    if not hasattr(model, "predict_embedding") or not all(r.captions for r in ds.records):
+    if not _predicts_embeddings(model) or not all(r.captions for r in ds.records):
         return None
     n = min(points, len(ds))
     captions = [r.captions[0] for r in ds.records[:n]]
@@ -284,7 +333,7 @@ def request_latency(
         one = visual[:1]
         jobs[family, "caption"] = functools.partial(model.generate, one)
         jobs[family, "classify"] = functools.partial(model.score_candidates, one, [prompts])
-        if hasattr(model, "predict_embedding"):
+        if _predicts_embeddings(model):
             jobs[family, "embed"] = functools.partial(model.predict_embedding, one)
     for job in jobs.values():
         job()  # warm-up (and text-embedding caches filled)
@@ -303,6 +352,6 @@ def request_latency(
 
 def decode_steps(model: VLModel, texts: Sequence[str]) -> float | None:
     """Mean autoregressive steps per generated text (its tokens and the end token)."""
-    if not texts or not hasattr(model, "vocab"):
+    if not texts or not _has_vocabulary(model):
         return None
     return float(np.mean([len(model.vocab.encode(t, bos=False, eos=False)) + 1 for t in texts]))

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -23,6 +23,7 @@ from PIL import Image
 
 from vlarena.data.fashion_grid import CLASSES, ITEM_SIZE, caption_template, grid_slots, item_pool
 from vlarena.data.templates import fill_template
+from vlarena.errors import UserInputError
 from vlarena.evaluation.metrics import caption_scores
 from vlarena.models.base import VLModel
 
@@ -120,9 +121,9 @@ def make_streams(
                 )
             )
             for f in np.flatnonzero(ids == segment):
-                shift = tuple(int(v) for v in rng.integers(-spec.max_shift, spec.max_shift + 1, 2))
+                dy, dx = (int(v) for v in rng.integers(-spec.max_shift, spec.max_shift + 1, 2))
                 noise = rng.normal(0.0, spec.noise, frames.shape[1:]).astype(np.float32)
-                frames[f] = _frame(mosaic, image_size, shift, noise)
+                frames[f] = _frame(mosaic, image_size, (dy, dx), noise)
         streams.append(Stream(frames, starts, captions))
     return streams
 
@@ -184,29 +185,49 @@ class SelectiveConfig:
 
     def __post_init__(self) -> None:
         if self.representation not in REPRESENTATIONS:
-            raise ValueError(
+            raise UserInputError(
                 f"representation must be one of {', '.join(REPRESENTATIONS)}, got {self.representation!r}"
             )
         if self.streams < 1:
-            raise ValueError("selective decoding needs at least one stream")
+            raise UserInputError("selective decoding needs at least one stream")
+
+
+FrameEncoder = Callable[[np.ndarray], np.ndarray]  # frames (F, 3, S, S) -> visual tokens
+
+
+@runtime_checkable
+class _EmbeddingDecoder(Protocol):
+    """What the benchmark needs of a family beyond VLModel: VL-JEPA's predicted embeddings and
+    its Y-decoder."""
+
+    def predict_embedding(self, visual: torch.Tensor) -> torch.Tensor: ...
+    def decode_embeddings(self, embeddings: torch.Tensor) -> list[str]: ...
+
+
+def _embedding_decoder(model: VLModel) -> _EmbeddingDecoder:
+    if not isinstance(model, _EmbeddingDecoder):
+        raise TypeError(
+            "selective decoding needs a model that predicts and decodes embeddings, "
+            f"not a {model.family} model"
+        )
+    return model
 
 
 @torch.no_grad()
-def frame_embeddings(model: VLModel, frames: np.ndarray, batch: int = 64) -> np.ndarray:
-    """Unit-norm predicted embeddings (F, D) of frames (F, 3, S, S), through the X-encoder's
-    onnxruntime graph when it is frozen (as the feature cache computes it)."""
-    enc = model.x_encoder
+def frame_embeddings(
+    model: VLModel, frames: np.ndarray, encode: FrameEncoder | None = None, batch: int = 64
+) -> np.ndarray:
+    """Unit-norm predicted embeddings (F, D) of frames (F, 3, S, S). A frozen X-encoder's
+    visual tokens come from `encode` (the caller's feature path, so frames are encoded as the
+    training features were); a trainable one reads the pixels."""
+    if model.x_encoder.frozen and encode is None:
+        raise ValueError("a frozen X-encoder needs `encode` to turn frames into visual tokens")
+    predict = _embedding_decoder(model).predict_embedding
     out = []
-    if enc.frozen:
-        from vlarena.training.features import encoder_onnx_session
-
-        session = encoder_onnx_session(enc)
     for s in range(0, len(frames), batch):
         chunk = frames[s : s + batch]
-        visual = torch.from_numpy(session.run(None, {"images": chunk})[0] if enc.frozen else chunk)
-        out.append(
-            F.normalize(model.predict_embedding(visual.to(model.device).float()), dim=-1).cpu()
-        )
+        visual = torch.from_numpy(encode(chunk) if encode is not None else chunk)
+        out.append(F.normalize(predict(visual.to(model.device).float()), dim=-1).cpu())
     return torch.cat(out).numpy()
 
 
@@ -236,11 +257,10 @@ def _decode_segments(
             for i, a, b in keys
         ]
     )
+    decode = _embedding_decoder(model).decode_embeddings
     texts: list[str] = []
     for s in range(0, len(vectors), batch):
-        texts += model.decode_embeddings(
-            torch.from_numpy(vectors[s : s + batch]).float().to(model.device)
-        )
+        texts += decode(torch.from_numpy(vectors[s : s + batch]).float().to(model.device))
     return dict(zip(keys, texts, strict=True))
 
 
@@ -285,7 +305,9 @@ def boundary_f1(true_starts: Sequence[int], found: Sequence[int], tolerance: int
     return 0.0 if precision + recall == 0 else 2 * precision * recall / (precision + recall)
 
 
-def selective_decoding(model: VLModel, cfg: SelectiveConfig | None = None) -> dict[str, Any]:
+def selective_decoding(
+    model: VLModel, cfg: SelectiveConfig | None = None, encode: FrameEncoder | None = None
+) -> dict[str, Any]:
     """The stream benchmark for a model with `predict_embedding` and `decode_embeddings`:
     the uniform and selective curves (CIDEr, BLEU-4 against decodes per stream), the CIDEr of
     decoding every frame and the decoding operations each curve needs to reach it."""
@@ -294,7 +316,7 @@ def selective_decoding(model: VLModel, cfg: SelectiveConfig | None = None) -> di
     model.eval()
     spec = cfg.spec
     streams = make_streams(cfg.streams, cfg.seed, model.x_encoder.image_size, spec)
-    embeddings = [frame_embeddings(model, s.frames) for s in streams]
+    embeddings = [frame_embeddings(model, s.frames, encode) for s in streams]
     refs = [s.frame_captions() for s in streams]
     orders = [ward_merge_order(e) for e in embeddings]
     uniform_plans = {

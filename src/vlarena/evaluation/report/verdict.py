@@ -51,11 +51,11 @@ def compare_metric(name: str, stats: Mapping[str, Mapping[str, Any]]) -> dict[st
     best, second = ranked[0], ranked[1]
     a, b = stats[best], stats[second]
     diff = a["mean"] - b["mean"]
-    ses = [standard_error(a), standard_error(b)]
-    if None in ses:
+    se_a, se_b = standard_error(a), standard_error(b)
+    if se_a is None or se_b is None:
         margin = RELATIVE_MARGIN * max(abs(a["mean"]), abs(b["mean"]))
     else:
-        margin = 2 * math.sqrt(ses[0] ** 2 + ses[1] ** 2)
+        margin = 2 * math.sqrt(se_a**2 + se_b**2)
     winner = best if diff > margin and _above_chance(a) else None
     return {
         "metric": name,

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import numpy as np
 from fastapi import APIRouter, Body, Request, Response
 from fastapi import Path as PathParam
+from fastapi.routing import APIRoute
 from pydantic import BaseModel
 
 from vlarena.gateway.deps import ReadAccess, SubmitAccess
@@ -408,6 +409,8 @@ async def retrieve(
 def _document_answers() -> None:
     """Adds an example answer to every route's success response in the OpenAPI document."""
     for route in router.routes:
+        if not isinstance(route, APIRoute):  # only API routes have a response model
+            continue
         model = getattr(route, "response_model", None)
         example = RESPONSE_EXAMPLES.get(getattr(model, "__name__", ""))
         if example is not None:

@@ -98,6 +98,8 @@ async def _resolve_source(
 ) -> EvaluateJobSpec:
     """Fills `source.runDir` from a job id or a registered model (version, alias or newest)."""
     source = spec.source
+    if source.run_dir is not None and (source.job_id is not None or source.model is not None):
+        raise _invalid("source", "give exactly one of 'jobId', 'model' and 'runDir'")
     if source.run_dir is not None:
         return spec
     if source.job_id is not None:
@@ -311,10 +313,13 @@ async def _stream(
 ) -> Any:
     await _require_job(store, job_id)
     if not follow:
-        items = await streams.read(kind, job_id, after=after, limit=limit)
-        next_after = items[-1].id if len(items) == limit else None
-        page = LogPage if kind == "logs" else EventPage
-        return page(items=items, next_after=next_after)
+        if kind == "logs":
+            logs = await streams.read(kind, job_id, after=after, limit=limit)
+            next_after = logs[-1].id if len(logs) == limit else None
+            return LogPage(items=logs, next_after=next_after)
+        lifecycle = await streams.read(kind, job_id, after=after, limit=limit)
+        next_after = lifecycle[-1].id if len(lifecycle) == limit else None
+        return EventPage(items=lifecycle, next_after=next_after)
 
     async def events() -> AsyncIterator[dict[str, str]]:
         async for entry in streams.follow(kind, job_id, after=after):

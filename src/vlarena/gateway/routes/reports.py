@@ -24,7 +24,7 @@ import secrets
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Body, Query, Request
@@ -46,12 +46,19 @@ REPORT_JSON = "report/report.json"
 JobId = Annotated[
     str, PathParam(pattern=r"^job-[0-9a-f]{11,}$", examples=["job-1935a2f8c1a3f9e2b"])
 ]
-Expires = Annotated[int, Query(ge=0, le=10**12, description="Unix time the link expires at.")]
-Signature = Annotated[str, Query(pattern=r"^[0-9a-f]{64}$", description="The link's HMAC.")]
+if TYPE_CHECKING:
+    # What the handlers receive: both query parameters are optional, None when absent.
+    Expires = int | None
+    Signature = str | None
+else:
+    # Declared without `| None` so that the OpenAPI schema and the validation errors stay those of
+    # a plain integer and string; FastAPI passes the default (None) when a parameter is absent.
+    Expires = Annotated[int, Query(ge=0, le=10**12, description="Unix time the link expires at.")]
+    Signature = Annotated[str, Query(pattern=r"^[0-9a-f]{64}$", description="The link's HMAC.")]
 MAX_TTL_SECONDS = 30 * 24 * 3600
 INDEX_SUBJECT = "reports-index"
 INDEX_LIMIT = 200
-LINK_ERRORS = {
+LINK_ERRORS: dict[int | str, dict[str, Any]] = {
     401: example_response(
         {
             "error": {
@@ -121,7 +128,7 @@ async def _expiry(request: Request, body: LinkRequest | None) -> int:
 
 
 def _has_report(record: JobRecord) -> bool:
-    return bool(record.workdir) and (Path(record.workdir) / REPORT_PAGE).is_file()
+    return bool(record.workdir and (Path(record.workdir) / REPORT_PAGE).is_file())
 
 
 async def _report_url(request: Request, job_id: str, expires: int) -> str:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -16,6 +14,7 @@ import torch
 from vlarena.data.images import load_images
 from vlarena.data.locations import cache_dir
 from vlarena.data.manifest import Dataset
+from vlarena.files import atomic_path
 from vlarena.models.x_encoders import XEncoder
 
 log = logging.getLogger(__name__)
@@ -39,11 +38,8 @@ class FeatureTable:
 
 
 def _atomic_save(path: Path, array: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npy")
-    os.close(fd)
-    np.save(tmp, array)
-    os.replace(tmp, path)
+    with atomic_path(path, suffix=".npy") as tmp:
+        np.save(tmp, array)
 
 
 def encoder_onnx_session(encoder: XEncoder, num_threads: int = 0):
@@ -61,6 +57,13 @@ def encoder_onnx_session(encoder: XEncoder, num_threads: int = 0):
     if num_threads:
         opts.intra_op_num_threads = num_threads
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def frame_encoder(encoder: XEncoder, num_threads: int = 0) -> Callable[[np.ndarray], np.ndarray]:
+    """A function from images (N, 3, S, S) to the frozen `encoder`'s visual tokens, through the
+    same onnxruntime graph the feature cache uses."""
+    session = encoder_onnx_session(encoder, num_threads)
+    return lambda images: session.run(None, {"images": images})[0]
 
 
 def encode_images(

@@ -1,7 +1,7 @@
 """`vlarena gpu-check`: proves the CUDA path end to end on a GPU machine in about a minute.
 
 It checks the attention kernels on the GPU against the CPU, then runs a tiny compare job (both
-families, fashion-grid, a few thousand samples) on CUDA through the same `execute_job` the
+families, fashion-grid, a few thousand samples) on CUDA through the same `run_job` the
 platform uses, and prints one JSON summary: device, parity, samples/s and quality per family.
 Exit status 0 when every check passed, 1 when one failed, 2 when there is no CUDA device.
 """
@@ -16,6 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from vlarena.events import ignore
+from vlarena.experiments.jobs import run_job
+from vlarena.files import read_json
+from vlarena.jobs.spec import parse_job_spec
+from vlarena.rundirs import JobDir
 
 PARITY_TOLERANCE = 1e-4
 CHECK_SPEC: dict[str, Any] = {
@@ -47,8 +53,6 @@ def attention_parity(device: torch.device) -> float:
 
 
 def gpu_check(out: Path) -> int:
-    from vlarena.training.jobs import execute_job
-
     if not torch.cuda.is_available():
         print("gpu-check: no CUDA device is visible to torch; run it on a GPU machine")
         return 2
@@ -62,9 +66,9 @@ def gpu_check(out: Path) -> int:
     parity = attention_parity(device)
     summary["attentionMaxAbsDiff"] = parity
     started = time.perf_counter()
-    result = execute_job(CHECK_SPEC, out, on_event=lambda _e: None)
+    result = run_job(parse_job_spec(CHECK_SPEC), out, on_event=ignore)
     summary["seconds"] = round(time.perf_counter() - started, 1)
-    metrics = json.loads((out / "metrics.json").read_text())
+    metrics = read_json(JobDir(out).metrics)
     families = {}
     for family, body in metrics["families"].items():
         seed = body["seeds"][0]

@@ -1,0 +1,189 @@
+"""One training run end to end (data, visual inputs, the loop, auxiliary stages, the final
+evaluation, the run directory), and the evaluation of a saved run on a test set."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from vlarena.errors import UserInputError
+from vlarena.evaluation.evaluate import EvalConfig, evaluate_model, flat_values
+from vlarena.events import MetricEvent, OnEvent, ProgressEvent, emit_log
+from vlarena.experiments.configs import RunSpec
+from vlarena.experiments.inputs import Splits, open_dataset, visual_inputs
+from vlarena.experiments.runtime import apply_thread_setting, run_device
+from vlarena.files import read_json, write_json
+from vlarena.jobs.spec import DatasetSpec
+from vlarena.models.base import VLModel
+from vlarena.models.registry import build_model, load_model, make_config, save_model
+from vlarena.rundirs import RunDir
+from vlarena.training.auxiliary import train_auxiliary
+from vlarena.training.distributed import DistContext, init_distributed, shutdown_distributed
+from vlarena.training.examples import ExampleSource
+from vlarena.training.loop import Trainer
+
+
+class SameDataError(UserInputError):
+    """An evaluation asked to score a run on the very data it trained on as if unseen."""
+
+
+def train_run(
+    run: RunSpec,
+    run_dir: RunDir,
+    *,
+    splits: Splits,
+    on_event: OnEvent,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> dict[str, Any]:
+    """Trains one model, evaluates it on the test split and writes the run directory; returns
+    its result record (the one already there when the run finished before)."""
+    run_dir.path.mkdir(parents=True, exist_ok=True)
+    if run_dir.result.exists():  # a finished run (a resumed compare job skips it)
+        return dict(read_json(run_dir.result))
+    apply_thread_setting()
+    device = run_device()
+    dist = init_distributed(device) if "WORLD_SIZE" in os.environ else DistContext()
+    tcfg = run.train_config()
+    source = ExampleSource(splits.train, tcfg.vqa_fraction)
+    torch.manual_seed(tcfg.seed)
+    cfg = make_config(run.family, run.model_config)
+    model = build_model(run.family, cfg, source.texts())
+    emit_log(
+        on_event,
+        f"{run.family}: {model.count_parameters():,} trainable parameters; "
+        f"{len(splits.train)} train / {len(splits.val)} val / {len(splits.test)} test images",
+    )
+    targets = source.targets()
+    distinct = len(set(targets))
+    on_event(ProgressEvent("prepare-texts", 0, distinct, "texts"))
+    started = time.perf_counter()
+    model.prepare_texts(targets)
+    on_event(ProgressEvent("prepare-texts", distinct, distinct, "texts"))
+    emit_log(on_event, f"prepared {distinct} target texts in {time.perf_counter() - started:.1f} s")
+    train_visual = visual_inputs(model, splits.train, splits.full, on_event)
+    val_visual = visual_inputs(model, splits.val, splits.full, on_event)
+    if tcfg.eval_every_samples is None and run.curve_points > 0:
+        tcfg.eval_every_samples = max(1, tcfg.total_samples // run.curve_points)
+    quick = EvalConfig.quick(run.curve_images)
+
+    def curve_point(m: VLModel) -> dict[str, float]:
+        return flat_values(evaluate_model(m, splits.val, val_visual, quick))
+
+    trainer = Trainer(
+        model,
+        train_visual,
+        source,
+        tcfg,
+        checkpoint=run_dir.checkpoint,
+        on_event=on_event,
+        should_stop=should_stop,
+        evaluate=curve_point,
+        dist=dist,
+        device=device,
+    )
+    result = trainer.fit()
+    if dist.enabled:
+        shutdown_distributed()
+    if not dist.is_main:
+        return {}
+    stage = model.auxiliary_stage(targets)
+    auxiliary = train_auxiliary(stage, tcfg.seed, on_event) if stage is not None else {}
+    save_model(model, run_dir.model)
+    write_json(run_dir.run_file, run.describe())
+    write_json(run_dir.captions, splits.train.captions())
+    emit_log(
+        on_event,
+        f"{run.family}: trained {result.samples_seen} samples in {result.train_seconds:.1f} s; "
+        "evaluating",
+    )
+    test_visual = visual_inputs(model, splits.test, splits.full, on_event)
+    started = time.perf_counter()
+    evaluation = evaluate_model(
+        model,
+        splits.test,
+        test_visual,
+        run.eval_config(),
+        train_captions=splits.train.captions(),
+        on_event=on_event,
+    )
+    record = {
+        "family": run.family,
+        "seed": tcfg.seed,
+        "config": model.describe()["config"],
+        "trainableParameters": evaluation["trainable_parameters"],
+        "totalParameters": evaluation["total_parameters"],
+        "samplesSeen": result.samples_seen,
+        "steps": result.steps,
+        "samplesPerSecond": result.samples_per_second,
+        "trainSeconds": result.train_seconds,
+        "evalSeconds": time.perf_counter() - started,
+        "finalLoss": result.final_loss,
+        "auxiliary": auxiliary,
+        "latencyMsPerImage": evaluation.get("latency_ms_per_image"),
+        "metrics": evaluation["metrics"],
+        "curve": result.curve,
+        "samples": evaluation["samples"],
+        "model": run_dir.model.name,
+    }
+    on_event(MetricEvent(result.samples_seen, flat_values(evaluation)))
+    write_json(run_dir.result, record)
+    run_dir.checkpoint.unlink(missing_ok=True)
+    return record
+
+
+def trained_dataset(run_dir: RunDir) -> DatasetSpec:
+    """The dataset a saved run was trained on, as its run directory recorded it."""
+    return DatasetSpec.model_validate(read_json(run_dir.run_file)["dataset"])
+
+
+def training_captions(run_dir: RunDir) -> list[str]:
+    """The captions of the run's training split: stored beside the model at training time, or
+    (runs saved before that) read again from the data it trained on."""
+    if run_dir.captions.exists():
+        return list(read_json(run_dir.captions))
+    return open_dataset(trained_dataset(run_dir)).split("train").captions()
+
+
+def evaluate_run(
+    run_dir: RunDir,
+    dataset: DatasetSpec | None,
+    cfg: EvalConfig,
+    on_event: OnEvent,
+    *,
+    all_test: bool = False,
+) -> dict[str, Any]:
+    """Evaluates a saved model on a dataset's test split (default: the one it was trained on).
+
+    On another dataset, a manifest whose records are all marked `split: test` works, and
+    `all_test` takes every record as test. What needs training captions (the chance levels of
+    CIDEr and BLEU) reads the captions stored in the run.
+    """
+    apply_thread_setting()
+    model = load_model(run_dir.model)
+    trained_spec = trained_dataset(run_dir)
+    full = open_dataset(dataset or trained_spec)
+    if all_test and (
+        dataset is None
+        or dataset == trained_spec
+        or open_dataset(trained_spec).content_digest == full.content_digest
+    ):
+        raise SameDataError(
+            f"{run_dir.path} was trained on this very manifest: taking every record as test "
+            "data would score it on its own training records (leave the all-records option "
+            "out to use the manifest's test split)"
+        )
+    splits = Splits.for_evaluation(full, all_test=all_test)
+    visual = visual_inputs(model, splits.test, splits.full, on_event)
+    emit_log(on_event, f"evaluating {run_dir.model} on {len(splits.test)} test images")
+    return evaluate_model(
+        model,
+        splits.test,
+        visual,
+        cfg,
+        train_captions=training_captions(run_dir),
+        on_event=on_event,
+    )
