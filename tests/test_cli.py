@@ -87,7 +87,7 @@ def trained(exported, tmp_path_factory) -> Path:
 
 def test_train_on_an_exported_manifest_writes_metrics_and_model(trained):
     doc = json.loads((trained / "metrics.json").read_text())
-    assert doc["schema"] == "vlarena.metrics/v1"
+    assert doc["schema"] == "vlarena.metrics/v2"
     seed = doc["families"]["token-vlm"]["seeds"][0]
     assert seed["steps"] == 5 and seed["samplesSeen"] == 80
     assert (trained / "run" / "model.pt").exists()
@@ -213,7 +213,7 @@ def test_metrics_table_prints_both_families(tiny_compare, capsys):
 
     print_metrics_table(tiny_compare["metrics"])
     out = capsys.readouterr().out
-    assert "token-vlm" in out and "vl-jepa" in out and "trainable params" in out
+    assert "token-vlm" in out and "vl-jepa" in out and "learned params" in out
 
 
 def test_gpu_check_says_when_there_is_no_gpu(tmp_path, capsys, monkeypatch):

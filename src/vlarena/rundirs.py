@@ -22,6 +22,7 @@ RUN_FILE = "run.json"
 RESULT_FILE = "result.json"
 CHECKPOINT_FILE = "checkpoint.pt"
 CAPTIONS_FILE = "train-captions.json"
+PROVENANCE_FILE = "provenance.json"
 EXPORT_DIR = "export"
 REPORT_DIR = "report"
 METRICS_FILE = "metrics.json"
@@ -61,6 +62,10 @@ class RunDir:
     @property
     def captions(self) -> Path:
         return self.path / CAPTIONS_FILE
+
+    @property
+    def provenance(self) -> Path:
+        return self.path / PROVENANCE_FILE
 
     @property
     def export(self) -> Path:

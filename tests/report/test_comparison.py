@@ -69,7 +69,7 @@ def test_table_puts_every_quality_metric_beside_its_chance_level():
     assert quality["caption_of_10"]["values"]["a"]["seeds"] == 3
     assert quality["caption_of_10"]["values"]["a"]["zMin"] > 2
     keys = [r["key"] for r in report["table"]]
-    assert {"trainableParameters", "samplesPerSecond", "latencyMsPerImage"} <= set(keys)
+    assert {"learnedParameters", "samplesPerSecond", "latencyMsPerImage"} <= set(keys)
     # matching, retrieval, classification, VQA, then caption scores
     assert (
         keys.index("caption_of_10")
@@ -90,7 +90,7 @@ def test_verdict_follows_the_numbers_and_flips_when_the_families_swap_them():
         "lowBudget": "a",
         "samplesPerSecond": "a",
         "captionMs": "a",
-        "trainableParameters": None,
+        "learnedParameters": None,
     }
     after = winners(build_report(swapped(doc, "a", "b")))
     flip = {"a": "b", "b": "a", None: None}

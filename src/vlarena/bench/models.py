@@ -32,7 +32,7 @@ from typing import Any
 
 from vlarena.events import Event, LogEvent, ignore
 from vlarena.files import read_json
-from vlarena.jobs.spec import DatasetSpec, parse_job_spec, spec_document
+from vlarena.jobs.spec import DatasetSpec, TrainJobSpec, parse_job_spec
 from vlarena.rundirs import JobDir
 
 # 2,000 test grids: a pool of 1,000 *distinct* test captions needs more than 1,000 grids.
@@ -152,13 +152,19 @@ def row_spec(row: dict[str, Any], scale: float) -> dict[str, Any]:
 
 
 def run_row(name: str, spec: dict[str, Any], out: Path, say) -> dict[str, Any]:
-    """The run's result record, trained now unless `out/name` holds one for the same spec."""
-    from vlarena.experiments.jobs import run_job
+    """The run's result record, trained now unless `out/name` holds the same run (by its
+    provenance hash: family, resolved configs, dataset fingerprint)."""
+    from vlarena.experiments.inputs import open_dataset
+    from vlarena.experiments.jobs import run_job, train_run_spec
+    from vlarena.experiments.provenance import components, digest, recorded_hash
 
     job = JobDir(out / name)
     typed = parse_job_spec(spec)
+    assert isinstance(typed, TrainJobSpec)
+    run = train_run_spec(typed)
     result = job.single_run.result
-    if result.exists() and job.spec.exists() and read_json(job.spec) == spec_document(typed):
+    wanted = digest(components(run, open_dataset(run.dataset).fingerprint()))
+    if result.exists() and recorded_hash(job.single_run) == wanted:
         say(f"{name}: reusing {result}")
         return dict(read_json(result))
     say(f"{name}: training {spec['model']['family']} for {spec['budget']['samples']:,} samples")
@@ -168,7 +174,7 @@ def run_row(name: str, spec: dict[str, Any], out: Path, say) -> dict[str, Any]:
         if isinstance(event, LogEvent):
             say(f"  {event.message}")
 
-    run_job(typed, job.path, on_event=show)
+    run_job(typed, job.path, on_event=show, force=True)
     say(f"{name}: done in {time.perf_counter() - started:.0f} s")
     return dict(read_json(result))
 

@@ -25,7 +25,9 @@ def metrics_table(doc: dict[str, Any]) -> Table:
         table.add_column(name, justify="right")
     table.add_column("chance", justify="right")
     table.add_row(
-        "trainable params", *[f"{f['trainableParameters']:,}" for f in families.values()], ""
+        "learned params",
+        *[f"{f.get('learnedParameters', f['trainableParameters']):,}" for f in families.values()],
+        "",
     )
     table.add_row(
         "samples/s (train)", *[_fmt(f["samplesPerSecond"]) for f in families.values()], ""

@@ -240,12 +240,18 @@ def _step_limit(steps: int | None) -> Callable[[], bool]:
     return lambda: next(polls, None) is None
 
 
-def _run(spec: AnyJobSpec, out: Path, sink: Callable[[Event], None], stop_after: int | None):
+def _run(
+    spec: AnyJobSpec,
+    out: Path,
+    sink: Callable[[Event], None],
+    stop_after: int | None,
+    force: bool,
+) -> dict[str, Any] | None:
     """Runs the job; None when it stopped on request (the same command resumes)."""
     from vlarena.experiments.jobs import StopRequested, run_job
 
     try:
-        return run_job(spec, out, on_event=sink, should_stop=_step_limit(stop_after))
+        return run_job(spec, out, on_event=sink, should_stop=_step_limit(stop_after), force=force)
     except StopRequested as stop:
         if _is_main_rank():
             print(f"vlarena: {stop}; run the same command to resume", file=sys.stderr)
@@ -260,7 +266,8 @@ def cmd_job(args: argparse.Namespace) -> int:
     from vlarena.files import read_json
 
     with ProgressPrinter(args.quiet) as printer:
-        result = _run(spec, args.out, printer if _is_main_rank() else ignore, args.stop_after_steps)
+        sink = printer if _is_main_rank() else ignore
+        result = _run(spec, args.out, sink, args.stop_after_steps, args.force)
     if result is None or not _is_main_rank():
         return 0
     metrics = JobDir(args.out).metrics
@@ -279,7 +286,7 @@ def cmd_run_job(args: argparse.Namespace) -> int:
     main_rank = _is_main_rank()
     with ProgressPrinter(args.quiet) as printer:
         sink = (_print_json if args.events else printer) if main_rank else ignore
-        result = _run(spec, args.out, sink, args.stop_after_steps)
+        result = _run(spec, args.out, sink, args.stop_after_steps, args.force)
     if main_rank and result is not None:
         write_json(JobDir(args.out).job_result, result)
         if not args.events:
@@ -469,6 +476,11 @@ def _add_stop_option(p: argparse.ArgumentParser) -> None:
         type=int,
         metavar="N",
         help="checkpoint and exit after N optimiser steps; the same command resumes",
+    )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="retrain runs in --out that another spec made (otherwise they are refused)",
     )
 
 

@@ -52,20 +52,27 @@ def _export(run: RunDir, job: JobDir, splits: Splits, on_event: OnEvent) -> list
     return [job.relative(run.export / name) for name in exported_files(served)]
 
 
-def _train_job(
-    spec: TrainJobSpec, job: JobDir, on_event: OnEvent, should_stop: StopCheck
-) -> dict[str, Any]:
-    run = RunSpec(
+def train_run_spec(spec: TrainJobSpec) -> RunSpec:
+    """The one run of a train job."""
+    return RunSpec(
         family=spec.model.family,
         model_config=dict(spec.model.config),
         dataset=spec.dataset,
         train=train_values(spec.hyperparameters, spec.budget),
         evaluation=spec.evaluation,
     )
+
+
+def _train_job(
+    spec: TrainJobSpec, job: JobDir, on_event: OnEvent, should_stop: StopCheck, force: bool
+) -> dict[str, Any]:
+    run = train_run_spec(spec)
     full = _open(run.dataset, on_event)
     splits = Splits.for_training(full)
     run_dir = job.single_run
-    record = train_run(run, run_dir, splits=splits, on_event=on_event, should_stop=should_stop)
+    record = train_run(
+        run, run_dir, splits=splits, on_event=on_event, should_stop=should_stop, force=force
+    )
     if not record:  # a rank other than 0 of a multi-process run
         return {}
     write_json(job.metrics, metrics_document(full, _budget(spec), [record]))
@@ -89,7 +96,7 @@ def _train_job(
 
 
 def _compare_job(
-    spec: CompareJobSpec, job: JobDir, on_event: OnEvent, should_stop: StopCheck
+    spec: CompareJobSpec, job: JobDir, on_event: OnEvent, should_stop: StopCheck, force: bool
 ) -> dict[str, Any]:
     families = list(spec.families or family_names())
     base_seed = spec.hyperparameters.seed or 0
@@ -113,6 +120,7 @@ def _compare_job(
                 splits=splits,
                 on_event=tagged(on_event, RunTag(family, seed)),
                 should_stop=should_stop,
+                force=force,
             )
             runs.append(record)
     doc = metrics_document(full, _budget(spec), [r for r in runs if r])
@@ -170,15 +178,17 @@ def run_job(
     *,
     on_event: OnEvent,
     should_stop: StopCheck = lambda: False,
+    force: bool = False,
 ) -> dict[str, Any]:
-    """Runs a validated job spec in `workdir`, resuming what a previous attempt left there;
-    returns {"metrics", "artifacts", "models"}. Raises StopRequested when `should_stop` asked
-    it to stop."""
+    """Runs a validated job spec in `workdir`, resuming what a previous attempt of the same
+    spec left there; returns {"metrics", "artifacts", "models"}. Raises StopRequested when
+    `should_stop` asked it to stop, and StaleRunError when `workdir` holds runs of another
+    spec (`force` retrains them)."""
     job = JobDir(Path(workdir))
     job.path.mkdir(parents=True, exist_ok=True)
     write_json(job.spec, spec_document(spec))
     if isinstance(spec, TrainJobSpec):
-        return _train_job(spec, job, on_event, should_stop)
+        return _train_job(spec, job, on_event, should_stop, force)
     if isinstance(spec, CompareJobSpec):
-        return _compare_job(spec, job, on_event, should_stop)
+        return _compare_job(spec, job, on_event, should_stop, force)
     return _evaluate_job(spec, job, on_event, should_stop)

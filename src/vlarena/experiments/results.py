@@ -10,7 +10,8 @@ import numpy as np
 
 from vlarena.data.manifest import Dataset
 
-METRICS_SCHEMA = "vlarena.metrics/v1"
+# v2 adds learnedParameters and frozenParameters per family and run, and each run's stages.
+METRICS_SCHEMA = "vlarena.metrics/v2"
 
 
 def _summary(seeds: list[dict[str, Any]]) -> dict[str, Any]:
@@ -41,6 +42,8 @@ def metrics_document(
                 "config": r["config"],
                 "trainableParameters": r["trainableParameters"],
                 "totalParameters": r["totalParameters"],
+                "learnedParameters": r["learnedParameters"],
+                "frozenParameters": r["frozenParameters"],
                 "seeds": [],
             },
         )

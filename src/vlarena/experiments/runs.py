@@ -15,6 +15,7 @@ from vlarena.evaluation.evaluate import EvalConfig, evaluate_model, flat_values
 from vlarena.events import MetricEvent, OnEvent, ProgressEvent, emit_log
 from vlarena.experiments.configs import RunSpec
 from vlarena.experiments.inputs import Splits, open_dataset, visual_inputs
+from vlarena.experiments.provenance import claim_run_dir, components
 from vlarena.experiments.runtime import apply_thread_setting, run_device
 from vlarena.files import read_json, write_json
 from vlarena.jobs.spec import DatasetSpec
@@ -38,11 +39,16 @@ def train_run(
     splits: Splits,
     on_event: OnEvent,
     should_stop: Callable[[], bool] = lambda: False,
+    force: bool = False,
 ) -> dict[str, Any]:
     """Trains one model, evaluates it on the test split and writes the run directory; returns
-    its result record (the one already there when the run finished before)."""
+    its result record (the one already there when the same run finished before).
+
+    A directory holding a run of another spec is refused (StaleRunError); `force` retrains.
+    """
     run_dir.path.mkdir(parents=True, exist_ok=True)
-    if run_dir.result.exists():  # a finished run (a resumed compare job skips it)
+    run_hash = claim_run_dir(run_dir, components(run, splits.full.fingerprint()), force=force)
+    if run_dir.result.exists():  # the same run, finished (a resumed compare job skips it)
         return dict(read_json(run_dir.result))
     apply_thread_setting()
     device = run_device()
@@ -52,6 +58,9 @@ def train_run(
     torch.manual_seed(tcfg.seed)
     cfg = make_config(run.family, run.model_config)
     model = build_model(run.family, cfg, source.texts())
+    # Parameters learned at any stage: the main loop's, then each auxiliary stage's.
+    learned = {id(p): p.numel() for p in model.parameters() if p.requires_grad}
+    main_learned = sum(learned.values())
     emit_log(
         on_event,
         f"{run.family}: {model.count_parameters():,} trainable parameters; "
@@ -91,7 +100,27 @@ def train_run(
     if not dist.is_main:
         return {}
     stage = model.auxiliary_stage(targets)
-    auxiliary = train_auxiliary(stage, tcfg.seed, on_event) if stage is not None else {}
+    auxiliary: dict[str, float] = {}
+    stages = {
+        "main": {
+            "learnedParameters": main_learned,
+            "samples": result.samples_seen,
+            "seconds": result.train_seconds,
+            "samplesPerSecond": result.samples_per_second,
+        }
+    }
+    if stage is not None:
+        auxiliary = train_auxiliary(stage, tcfg.seed, on_event)
+        own = {id(p): p.numel() for p in stage.module.parameters()}
+        learned |= own
+        seconds = auxiliary[f"{stage.name}_seconds"]
+        samples = stage.steps * stage.batch_size
+        stages[stage.name] = {
+            "learnedParameters": sum(own.values()),
+            "samples": samples,
+            "seconds": seconds,
+            "samplesPerSecond": samples / max(seconds, 1e-9),
+        }
     save_model(model, run_dir.model)
     write_json(run_dir.run_file, run.describe())
     write_json(run_dir.captions, splits.train.captions())
@@ -116,6 +145,9 @@ def train_run(
         "config": model.describe()["config"],
         "trainableParameters": evaluation["trainable_parameters"],
         "totalParameters": evaluation["total_parameters"],
+        "learnedParameters": sum(learned.values()),
+        "frozenParameters": evaluation["total_parameters"] - sum(learned.values()),
+        "stages": stages,
         "samplesSeen": result.samples_seen,
         "steps": result.steps,
         "samplesPerSecond": result.samples_per_second,
@@ -128,6 +160,7 @@ def train_run(
         "curve": result.curve,
         "samples": evaluation["samples"],
         "model": run_dir.model.name,
+        "provenance": run_hash,
     }
     on_event(MetricEvent(result.samples_seen, flat_values(evaluation)))
     write_json(run_dir.result, record)

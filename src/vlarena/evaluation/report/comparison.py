@@ -14,7 +14,9 @@ from vlarena.evaluation.report.cost import DEFAULT_NODES, NodeType, cost_section
 from vlarena.evaluation.report.verdict import verdict
 
 REPORT_SCHEMA = "vlarena.report/v1"
-METRICS_SCHEMA = "vlarena.metrics/v1"
+METRICS_SCHEMA = "vlarena.metrics/v2"
+# Documents this report still reads: v1 lacks learned parameters (its trainable ones stand in).
+READABLE_SCHEMAS = ("vlarena.metrics/v1", METRICS_SCHEMA)
 CURVE_KEYS = ("samplesSeen", "step")
 
 # Readable names of the metrics evaluate.py writes (a retrieval pool size follows "@").
@@ -71,9 +73,17 @@ def quality_groups(table: list[dict[str, Any]]) -> list[tuple[str, list[dict[str
     ]
 
 
+def learned_parameters(family: Mapping[str, Any]) -> int:
+    """Parameters a family learned at any stage; a v1 document has only its main loop's."""
+    return int(family.get("learnedParameters", family["trainableParameters"]))
+
+
 def check_metrics(doc: Mapping[str, Any]) -> None:
-    if doc.get("schema") != METRICS_SCHEMA:
-        raise UserInputError(f"not a {METRICS_SCHEMA} document (schema {doc.get('schema')!r})")
+    if doc.get("schema") not in READABLE_SCHEMAS:
+        raise UserInputError(
+            f"not a vlarena metrics document: schema {doc.get('schema')!r}; this version reads "
+            f"{', '.join(READABLE_SCHEMAS)}"
+        )
     if not doc.get("families"):
         raise UserInputError("metrics.json has no families")
 
@@ -154,11 +164,11 @@ def comparison_table(
         return out
 
     add(
-        "trainableParameters",
-        "trainable parameters",
+        "learnedParameters",
+        "parameters learned at any stage (VL-JEPA's Y-decoder included)",
         "",
         None,
-        {f: _stat([b["trainableParameters"]]) for f, b in families.items()},
+        {f: _stat([learned_parameters(b)]) for f, b in families.items()},
         group="size and speed",
     )
     add(
@@ -314,7 +324,7 @@ def build_report(
             for f, b in families.items()
         },
         "classifyMs": {f: (latency.get(f) or {}).get("classify") for f in families},
-        "trainableParameters": {f: b["trainableParameters"] for f, b in families.items()},
+        "learnedParameters": {f: learned_parameters(b) for f, b in families.items()},
     }
     measured = dict(measured or {"device": "cpu", "threads": 1})
     serving = {

@@ -102,7 +102,7 @@ ASPECTS: dict[str, tuple[str, bool, str, str]] = {
         "ms",
         "classifies {r}× faster",
     ),
-    "trainableParameters": ("Trainable parameters", False, "", "has {r}× fewer"),
+    "learnedParameters": ("Parameters learned", False, "", "learns {r}× fewer parameters"),
 }
 
 
