@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from vlarena.models.errors import ConfigError
+from vlarena.models.errors import ConfigError, ModelFileError
 from vlarena.models.losses import InfoNCE
 from vlarena.models.registry import build_model, load_model, make_config, save_model
 from vlarena.models.vl_jepa import text_ids
@@ -149,3 +149,20 @@ def test_config_errors_name_the_field():
         make_config("gpt", {})
     with pytest.raises(ConfigError, match="preset"):
         make_config("vl-jepa", {"preset": "huge"})
+
+
+class _RunsCodeWhenUnpickled:
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_a_model_file_that_runs_code_when_loaded_is_refused_unrun(tmp_path):
+    marker = tmp_path / "ran"
+    evil = tmp_path / "model.pt"
+    torch.save({"family": "vl-jepa", "payload": _RunsCodeWhenUnpickled(str(marker))}, evil)
+    with pytest.raises(ModelFileError, match="not a vlarena model file"):
+        load_model(evil)
+    assert not marker.exists()

@@ -185,10 +185,15 @@ def failing_job(**fields: Any) -> dict[str, Any]:
 
 
 def broken_job(**fields: Any) -> dict[str, Any]:
-    """A job that fails at once, and not on its input: the model file it evaluates is torn (as
-    a crash mid-write would leave it), which a later attempt may find repaired."""
+    """A job that fails at once, and not on its input: the model file it evaluates is torn
+    (half written, as a crashed copy on shared storage leaves it), which a later attempt may
+    find whole."""
+    import torch
+
     run = Path(tempfile.mkdtemp(prefix="vlarena-torn-run-"))
-    (run / "model.pt").write_bytes(b"not a checkpoint")
+    model = run / "model.pt"
+    torch.save({"family": "token-vlm", "state_dict": {"w": torch.zeros(10_000)}}, model)
+    model.write_bytes(model.read_bytes()[: model.stat().st_size // 2])
     return {"type": "evaluate", "source": {"runDir": str(run)}, **fields}
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import pickle
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -138,7 +139,15 @@ def save_model(model: VLModel, path: Path) -> Path:
 
 def load_model(path: Path, map_location: str | torch.device = "cpu") -> VLModel:
     """Loads a model written by `save_model`."""
-    blob = torch.load(path, map_location=map_location, weights_only=False)
+    # Tensors and plain containers only: a model file can come from someone else, and a pickle
+    # that runs code when loaded must not.
+    try:
+        blob = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise ModelFileError(
+            f"{path}: not a vlarena model file (it holds objects other than tensors and plain "
+            f"containers): {str(exc).splitlines()[0]}"
+        ) from exc
     family = _family(blob["family"])
     cfg = _apply(family.config_cls, blob["config"], "saved config")
     model = family.build(cfg, [], blob["extra"])

@@ -153,7 +153,7 @@ class Trainer:
         path = self.checkpoint_path
         if path is None or not path.exists():
             return False
-        blob = torch.load(path, map_location=self.device, weights_only=False)
+        blob = torch.load(path, map_location=self.device, weights_only=True)
         self.model.load_state_dict(blob["model"], strict=False)
         self.optimizer.load_state_dict(blob["optimizer"])
         torch.set_rng_state(blob["rng"])
