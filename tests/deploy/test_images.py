@@ -1,27 +1,25 @@
-"""The container images: hadolint-clean multi-stage Dockerfiles on pinned bases, non-root, each
-starting a `vlarena` command that exists; the gateway's requirements resolve without torch."""
+"""The container images as text: hadolint-clean multi-stage Dockerfiles on exactly tagged bases,
+non-root, each starting a `vlarena` command that exists, tagged as the chart renders them; the
+gateway's requirements resolve without torch. tests/images runs the built images."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import re
-import socket
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from importlib import metadata
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 import yaml
 
 from vlarena.cli import build_parser
 
-from .rendering import CHART, ROOT, VENV_BIN, require_tool
+from .rendering import CHART, ROOT, VENV_BIN, by_kind, container, full, named, require_tool
 
 SERVICES = ROOT / "services"
 DOCKERFILES = sorted(SERVICES.glob("*/Dockerfile"))
@@ -33,53 +31,20 @@ HEAVY = {
     "matplotlib",
     "numpy",
 }
-# Imports a gateway process must never make (numpy is allowed: tritonclient needs it).
-BLOCK_HEAVY = f"""
-import importlib.abc, sys
-class _Block(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path, target=None):
-        if name.partition(".")[0] in {sorted(HEAVY - {"numpy"})!r}:
-            raise ModuleNotFoundError("the gateway image has no " + name)
-sys.meta_path.insert(0, _Block())
-"""
 
 
-def instructions(dockerfile: Path) -> list[tuple[str, str]]:
-    """(INSTRUCTION, arguments) pairs, continuation lines joined and comments dropped."""
-    out: list[tuple[str, str]] = []
-    pending = ""
-    for raw in dockerfile.read_text().splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        pending += line.removesuffix("\\").strip() + " "
-        if not line.endswith("\\"):
-            keyword, _, rest = pending.strip().partition(" ")
-            out.append((keyword.upper(), rest.strip()))
-            pending = ""
-    return out
+def load_services_module(name: str, path: Path) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
-def base_images(dockerfile: Path) -> list[str]:
-    steps = instructions(dockerfile)
-    args = {}
-    for keyword, rest in steps:
-        if keyword == "ARG" and "=" in rest:
-            name, _, default = rest.partition("=")
-            args[name] = default
-    stages = {rest.split()[-1] for k, rest in steps if k == "FROM" and " AS " in rest.upper()}
-    images = []
-    for keyword, rest in steps:
-        if keyword == "FROM":
-            image = re.sub(r"\$\{(\w+)\}", lambda m: args[m.group(1)], rest.split()[0])
-            if image not in stages:
-                images.append(image)
-    return images
-
-
-def exec_form(dockerfile: Path, keyword: str) -> list[str] | None:
-    found = [rest for k, rest in instructions(dockerfile) if k == keyword]
-    return json.loads(found[-1]) if found else None
+# services/images.py builds the images; its reading of the Dockerfiles is the one these tests use.
+images = load_services_module("vlarena_images", SERVICES / "images.py")
+instructions, base_images, exec_form = images.instructions, images.base_images, images.exec_form
 
 
 def test_there_is_an_image_per_component() -> None:
@@ -92,12 +57,67 @@ def test_hadolint_reports_nothing() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+# A release tag (3.11.11-slim-bookworm, 20.19.0-bookworm-slim, 24.10-py3), optionally pinned to
+# its digest by `make pin-bases`.
+EXACT_TAG = re.compile(r"[^:@]+:[\w.-]*\d+\.\d+[\w.-]*(@sha256:[0-9a-f]{64})?")
+
+
 @pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.parent.name)
-def test_images_build_in_stages_from_pinned_bases(dockerfile: Path) -> None:
+def test_images_build_in_stages_from_exactly_tagged_bases(dockerfile: Path) -> None:
     assert sum(k == "FROM" for k, _ in instructions(dockerfile)) >= 2, "multi-stage"
     for image in base_images(dockerfile):
-        name, _, tag = image.rpartition(":")
-        assert name and re.search(r"\d", tag) and tag != "latest", image
+        assert EXACT_TAG.fullmatch(image) and ":latest" not in image, image
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.parent.name)
+def test_bases_are_build_arguments_with_a_stand_in_each(dockerfile: Path) -> None:
+    """Every base comes through an ARG, so the same Dockerfile builds on Docker with the
+    upstream image and here on the stand-in that `make images` passes instead."""
+    standins = {s.replaces for s in images.STANDIN_IMAGES.values()}
+    stages = {"scratch"}
+    for keyword, rest in instructions(dockerfile):
+        if keyword == "FROM":
+            image, *alias = rest.split()
+            assert image.startswith("${") or image in stages, f"FROM {rest}: not a build argument"
+            stages.update(alias[-1:])
+    assert set(images.base_image_args(dockerfile)) <= standins
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.parent.name)
+def test_package_downloads_see_the_build_config_only_while_they_run(dockerfile: Path) -> None:
+    """pip and npm reach this machine's index, CA bundle and constraints through the
+    build-config stage mounted by the RUN that downloads; no layer copies it in."""
+    for keyword, rest in instructions(dockerfile):
+        if keyword == "RUN" and re.search(r"\b(pip|npm) install\b", rest):
+            assert "--mount=type=bind,from=build-config,target=/run/build-config" in rest, rest
+        if keyword in ("COPY", "ADD"):
+            assert "build-config" not in rest and "pip.conf" not in rest, rest
+
+
+def test_the_chart_and_compose_name_the_tags_make_images_builds(
+    default_objects: list[dict],
+) -> None:
+    for component, name, container_name in (
+        ("gateway", "gateway", "gateway"),
+        ("worker", "worker-cpu", "worker"),
+        ("triton", "triton", "triton"),
+        ("gateway", "triton", "triton-sync"),
+    ):
+        rendered = container(named(default_objects, "Deployment", full(name)), container_name)
+        assert rendered["image"] == images.chart_image(component), (name, container_name)
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    for component in images.IMAGES:
+        built = images.image_tags(component)
+        assert f"localhost/{compose[component]['image']}" in built, component
+    overlay = yaml.safe_load((SERVICES / "compose" / "standins.yml").read_text())["services"]
+    standins = {s.tag for s in images.STANDIN_IMAGES.values()}
+    assert {overlay[name]["image"] for name in ("redis", "prometheus")} <= standins
+    rendered_images = {
+        c["image"]
+        for d in by_kind(default_objects, "Deployment")
+        for c in d["spec"]["template"]["spec"]["containers"]
+    }
+    assert rendered_images <= {images.chart_image(c) for c in images.IMAGES}
 
 
 @pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.parent.name)
@@ -184,55 +204,11 @@ def test_triton_image_runs_tritonserver_in_explicit_mode() -> None:
             assert re.fullmatch(r"[\w.-]+==[\w.]+", line), line
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_gateway_entrypoint_serves_without_any_ml_package(tmp_path: Path) -> None:
-    if "gateway" not in cli_commands():
-        pytest.xfail("`vlarena gateway` is not in the CLI yet")
-    port = free_port()
-    code = BLOCK_HEAVY + "from vlarena.cli import main; raise SystemExit(main(['gateway']))"
-    env = {
-        **os.environ,
-        "VLARENA_GATEWAY_HOST": "127.0.0.1",
-        "VLARENA_GATEWAY_PORT": str(port),
-        "VLARENA_GATEWAY_WORKERS": "1",
-        "VLARENA_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
-        "VLARENA_ARTIFACT_DIR": str(tmp_path),
-    }
-    process = subprocess.Popen(
-        [sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(
-                    f"http://127.0.0.1:{port}/healthz", timeout=1
-                ) as response:
-                    assert response.status == 200
-                    break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    process.kill()
-                    pytest.fail(process.stdout.read().decode(errors="replace"))
-                time.sleep(0.2)
-    finally:
-        process.terminate()
-        process.wait(timeout=15)
-
-
 # Requirements.
 
 
-def load_lock_module():
-    spec = importlib.util.spec_from_file_location("gateway_lock", SERVICES / "gateway" / "lock.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def load_lock_module() -> ModuleType:
+    return load_services_module("gateway_lock", SERVICES / "gateway" / "lock.py")
 
 
 def pins(path: Path) -> dict[str, str]:

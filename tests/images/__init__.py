@@ -1,0 +1,1 @@
+"""Tests of the built container images, started as the chart's pods."""
