@@ -54,6 +54,9 @@ def why_not_testable() -> str | None:
     """Why the built images cannot be tested now; None when they can."""
     if shutil.which("podman") is None:
         return "podman is not installed: `make images` installs it and builds the images"
+    if MODE != "require" and not images_module.REPORT.exists():
+        # Images on this machine that another checkout built (their SBOMs and report lie there).
+        return f"no images were built from this checkout ({images_module.REPORT} is missing)"
     for name in images_module.RUNTIME_STANDINS:
         tag = images_module.STANDIN_IMAGES[name].tag
         if images_module.inspect(tag) is None:
@@ -202,7 +205,9 @@ def trained(stack: dict[str, Any], api_key: str) -> dict[str, Any]:
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
     startup = config.stash.get(STARTUP_KEY, {})
     if startup:
-        terminalreporter.section("image start-up, from `podman run` to the first passing probe")
+        terminalreporter.section(
+            "start-up: from `podman run` (or `podman-compose up`) to a passing probe"
+        )
         for name, seconds in startup.items():
             terminalreporter.write_line(f"{name:12} {seconds:6.1f} s")
 

@@ -117,7 +117,7 @@ def test_images_have_a_valid_sbom_of_what_they_hold(
         assert not {"torch", "transformers", "onnxruntime"} & pypi
 
 
-def test_the_gateway_sbom_lists_its_lock() -> None:
+def test_the_gateway_sbom_lists_its_lock(built_images: dict[str, str]) -> None:
     lock = {
         re.sub(r"[-_.]+", "-", line.split("==")[0]).lower()
         for line in (images_module.SERVICES / "gateway" / "requirements.txt")
