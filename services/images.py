@@ -28,10 +28,10 @@ import threading
 import time
 import urllib.parse
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import yaml
 
@@ -42,7 +42,6 @@ CHART = ROOT / "charts" / "vlarena"
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 OUT = ROOT / "build" / "images"
 SBOM_DIR = OUT / "sbom"
-CONTAINERS_CONF = OUT / "containers.conf"
 REPORT = OUT / "report.json"
 
 REVISION_LABEL = "org.opencontainers.image.revision"
@@ -131,12 +130,13 @@ class StandIn:
 
 @dataclass(frozen=True)
 class Image:
-    """One of vlarena's images: its Dockerfile, the stand-ins it builds on here, its size budget."""
+    """One of vlarena's images: its Dockerfile, the stand-ins it builds on here, its size budget,
+    and the build arguments that name a package index (given this machine's here)."""
 
     component: str
     budget_mb: int
     standins: tuple[str, ...]
-    build_args: dict[str, str] = field(default_factory=dict)
+    index_args: tuple[str, ...] = ()
 
     @property
     def dockerfile(self) -> Path:
@@ -190,7 +190,9 @@ IMAGES = {
     i.component: i
     for i in (
         Image("gateway", budget_mb=400, standins=("python",)),
-        Image("worker", budget_mb=2600, standins=("python", "node")),
+        Image(
+            "worker", budget_mb=2600, standins=("python", "node"), index_args=("TORCH_INDEX_URL",)
+        ),
         Image("triton", budget_mb=1400, standins=("tritonserver",)),
     )
 }
@@ -226,13 +228,19 @@ def image_tags(component: str) -> list[str]:
 # The machine's package configuration, handed to builds.
 
 
+def build_inputs() -> list[str]:
+    """What the images are built from: the paths .dockerignore lets into the build context."""
+    lines = (ROOT / ".dockerignore").read_text().splitlines()
+    return [line[1:].rstrip("/") for line in lines if line.startswith("!")]
+
+
 def git_revision() -> tuple[str, bool]:
-    """HEAD's commit, and whether the working tree differs from it."""
+    """HEAD's commit, and whether the build inputs differ from it (untracked files included)."""
     head = subprocess.run(
         ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
     ).stdout.strip()
     status = subprocess.run(
-        ["git", "status", "--porcelain", "--untracked-files=no"],
+        ["git", "status", "--porcelain", "--", *build_inputs()],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -355,7 +363,7 @@ def run(argv: list[str], capture: bool = False) -> str:
     return subprocess.run(argv, text=True, check=True, capture_output=capture).stdout or ""
 
 
-def inspect(tag: str) -> dict | None:
+def inspect(tag: str) -> dict[str, Any] | None:
     """podman's view of a local image; None when there is none."""
     result = subprocess.run(
         ["podman", "image", "inspect", tag], capture_output=True, text=True, check=False
@@ -454,13 +462,13 @@ def bud(
     run([*argv, str(context)])
 
 
-def ensure_standin(name: str, config: Path, rebuild: bool = False) -> float:
+def ensure_standin(name: str, config: Path) -> float:
     """Builds the stand-in (and the ones it needs) unless an image from the same recipe is
     there; the seconds it took."""
     standin = STANDIN_IMAGES[name]
-    took = sum(ensure_standin(need, config, rebuild) for need in standin.needs)
+    took = sum(ensure_standin(need, config) for need in standin.needs)
     digest = recipe_digest(standin)
-    if not rebuild and labels(standin.tag).get(RECIPE_LABEL) == digest:
+    if labels(standin.tag).get(RECIPE_LABEL) == digest:
         return took
     print(f"== stand-in {standin.tag}", flush=True)
     start = time.monotonic()
@@ -588,62 +596,68 @@ def write_sbom(tag: str, component: str, out: Path) -> dict[str, int]:
 # Commands.
 
 
+def build_image(
+    image: Image, config: Path, upstream_bases: bool, labels_: dict[str, str]
+) -> dict[str, Any]:
+    """Builds one image (on the stand-ins unless `upstream_bases`) and writes its SBOM; what
+    the report records of it."""
+    build_args: dict[str, str] = {}
+    standin_seconds = 0.0
+    if not upstream_bases:
+        for name in image.standins:
+            standin_seconds += ensure_standin(name, config)
+            standin = STANDIN_IMAGES[name]
+            assert standin.replaces, name
+            build_args[standin.replaces] = standin.tag
+        build_args |= {arg: index_url() for arg in image.index_args}
+    tags = image_tags(image.component)
+    print(f"== {image.component}: {', '.join(tags)}", flush=True)
+    start = time.monotonic()
+    bases = ",".join(f"{k}={v}" for k, v in sorted(build_args.items()) if k.endswith("_IMAGE"))
+    bud(image.dockerfile, ROOT, tags, config, build_args,
+        {**labels_, "org.opencontainers.image.title": f"vlarena-{image.component}",
+         "dev.vlarena.bases": bases or "upstream"})  # fmt: skip
+    seconds = time.monotonic() - start
+    sbom = SBOM_DIR / f"{image.component}.cdx.json"
+    counts = write_sbom(tags[0], image.component, sbom)
+    return {
+        "tags": tags,
+        "revision": labels_[REVISION_LABEL],
+        "buildSeconds": round(seconds, 1),
+        "standinSeconds": round(standin_seconds, 1),
+        "sizeMB": round((inspect(tags[0]) or {}).get("Size", 0) / MB),
+        "budgetMB": image.budget_mb,
+        "sbom": str(sbom.relative_to(ROOT)),
+        "sbomComponents": counts,
+    }
+
+
 def build(components: list[str], rebuild_standins: bool, upstream_bases: bool) -> int:
+    """Builds `components`, records them in build/images/report.json and prints build times and
+    sizes against the budgets; 1 when an image is over its budget."""
     revision, modified = git_revision()
     chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
-    report: dict[str, dict] = json.loads(REPORT.read_text()) if REPORT.exists() else {}
-    over = []
+    image_labels = {
+        REVISION_LABEL: revision,
+        WORKTREE_LABEL: "modified" if modified else "clean",
+        "org.opencontainers.image.version": chart["appVersion"],
+        "org.opencontainers.image.source": chart["home"],
+    }
+    report: dict[str, dict[str, Any]] = json.loads(REPORT.read_text()) if REPORT.exists() else {}
+    if rebuild_standins:
+        subprocess.run(
+            ["podman", "rmi", "--force", *(s.tag for s in STANDIN_IMAGES.values())],
+            capture_output=True,
+            check=False,
+        )
     with build_config(OUT / "build-config") as config:
         for component in components:
-            image = IMAGES[component]
-            build_args = dict(image.build_args)
-            standin_seconds = 0.0
-            if not upstream_bases:
-                for name in image.standins:
-                    standin_seconds += ensure_standin(name, config, rebuild_standins)
-                    standin = STANDIN_IMAGES[name]
-                    build_args[standin.replaces or name] = standin.tag
-                if component == "worker":
-                    build_args["TORCH_INDEX_URL"] = index_url()
-            tags = image_tags(component)
-            print(f"== {component}: {', '.join(tags)}", flush=True)
-            start = time.monotonic()
-            bud(
-                image.dockerfile,
-                ROOT,
-                tags,
-                config,
-                build_args,
-                {
-                    REVISION_LABEL: revision,
-                    "org.opencontainers.image.version": chart["appVersion"],
-                    "org.opencontainers.image.title": f"vlarena-{component}",
-                    "org.opencontainers.image.source": chart["home"],
-                    WORKTREE_LABEL: "modified" if modified else "clean",
-                    "dev.vlarena.bases": ",".join(
-                        f"{k}={v}" for k, v in sorted(build_args.items()) if k.endswith("_IMAGE")
-                    ),
-                },
-            )
-            seconds = time.monotonic() - start
-            counts = write_sbom(tags[0], component, SBOM_DIR / f"{component}.cdx.json")
-            size_mb = (inspect(tags[0]) or {}).get("Size", 0) / MB
-            if size_mb > image.budget_mb:
-                over.append(component)
-            report[component] = {
-                "tags": tags,
-                "revision": revision,
-                "buildSeconds": round(seconds, 1),
-                "standinSeconds": round(standin_seconds, 1),
-                "sizeMB": round(size_mb),
-                "budgetMB": image.budget_mb,
-                "sbom": str((SBOM_DIR / f"{component}.cdx.json").relative_to(ROOT)),
-                "sbomComponents": counts,
-            }
+            report[component] = build_image(IMAGES[component], config, upstream_bases, image_labels)
             REPORT.write_text(json.dumps(report, indent=1) + "\n")
         if not upstream_bases:
             for name in RUNTIME_STANDINS:
-                ensure_standin(name, config, rebuild_standins)
+                ensure_standin(name, config)
+    over = [c for c in components if report[c]["sizeMB"] > report[c]["budgetMB"]]
     print(f"\n{'image':8} {'build':>8} {'size':>9} {'budget':>9}  SBOM (deb/pypi/npm)")
     for component in components:
         r = report[component]
@@ -697,7 +711,11 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     b = sub.add_parser("build", help="build the images (and the stand-ins they need)")
     b.add_argument("components", nargs="*", help=f"some of {', '.join(IMAGES)} (default: all)")
-    b.add_argument("--rebuild-standins", action="store_true", help="remake the stand-ins too")
+    b.add_argument(
+        "--rebuild-standins",
+        action="store_true",
+        help="remake the stand-ins too (for the Debian archive's latest packages)",
+    )
     b.add_argument(
         "--upstream-bases",
         action="store_true",

@@ -103,3 +103,11 @@ def test_events_keep_their_run_and_round_trip_through_their_wire_shape() -> None
     assert describe(seen[0]) == "[vl-jepa seed 2] hello"
     assert "64/128 samples (50.0%), loss 0.500" in describe(seen[1])
     assert "caption_of_10" in describe(seen[3]) and "run/checkpoint.pt" in describe(seen[4])
+
+
+def test_atomic_writes_give_files_the_mode_an_ordinary_write_would(tmp_path: Path) -> None:
+    """Another uid (Triton reading an export) can read what a job wrote."""
+    plain, atomic = tmp_path / "plain", tmp_path / "atomic"
+    plain.write_text("x")
+    atomic_write_text(atomic, "x")
+    assert atomic.stat().st_mode & 0o777 == plain.stat().st_mode & 0o777

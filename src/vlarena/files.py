@@ -12,6 +12,17 @@ from pathlib import Path
 from typing import Any
 
 
+def _process_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+# mkstemp makes files 0600; a written file gets the mode an ordinary open() would give it, so
+# a reader under another uid (Triton reading an export) can open it. Read once, at import.
+FILE_MODE = 0o666 & ~_process_umask()
+
+
 def _fsync_directory(directory: Path) -> None:
     fd = os.open(directory, os.O_RDONLY)
     try:
@@ -32,6 +43,7 @@ def atomic_path(path: Path | str, *, suffix: str = "") -> Iterator[Path]:
     fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
     os.close(fd)
     tmp = Path(name)
+    os.chmod(tmp, FILE_MODE)
     try:
         yield tmp
         with open(tmp, "rb+") as written:

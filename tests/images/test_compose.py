@@ -21,7 +21,7 @@ import pytest
 
 from deploy.rendering import ROOT, VENV_BIN
 
-from .conftest import MODE, TINY_TRAIN, images_module
+from .conftest import MODE, STARTUP_KEY, TINY_TRAIN, images_module
 
 OVERLAY = ROOT / "services" / "compose" / "standins.yml"
 # The ports docker-compose.yml publishes on 127.0.0.1.
@@ -49,7 +49,10 @@ def wait_for(check: Any, seconds: float, what: str) -> Any:
 
 @pytest.fixture(scope="module")
 def compose(
-    built_images: dict[str, str], api_key: str, tmp_path_factory: pytest.TempPathFactory
+    built_images: dict[str, str],
+    api_key: str,
+    tmp_path_factory: pytest.TempPathFactory,
+    request: pytest.FixtureRequest,
 ) -> Iterator[dict[str, Any]]:
     from vlarena.gateway.auth import key_digest
 
@@ -102,7 +105,9 @@ def compose(
         wait_for(
             lambda: httpx.get(f"{GATEWAY}/readyz", timeout=2).status_code == 200, 180, "/readyz"
         )
-        yield {"project": project, "env": env, "run": run, "upSeconds": time.monotonic() - started}
+        startup = request.config.stash.setdefault(STARTUP_KEY, {})
+        startup["compose up"] = time.monotonic() - started
+        yield {"project": project, "env": env, "run": run}
     finally:
         run("down", "--volumes")
 
@@ -148,11 +153,6 @@ def test_compose_prometheus_scrapes_every_component(compose: dict[str, Any]) -> 
     wait_for(healthy, 60, "Prometheus to scrape the gateway, the worker and Triton")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="triton-sync runs as Triton's user (1000) and cannot read the worker's export: "
-    "vlarena.files.atomic_path leaves serving.json and the graphs 0600, owned by uid 10001",
-)
 def test_compose_serves_the_promoted_model_through_the_gateway(
     promoted: dict[str, Any], api_key: str
 ) -> None:

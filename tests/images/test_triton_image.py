@@ -23,13 +23,6 @@ from .conftest import cluster_of, gateway_client
 
 ALIAS = "production"
 
-pytestmark = pytest.mark.xfail(
-    strict=True,
-    reason="the chart runs triton-sync (uid 10001) and Triton (uid 1000) as different users, and "
-    "triton-sync writes the repository owner-only (vlarena.files.atomic_path keeps mkstemp's "
-    "0600, ModelRepository.add_version mkdtemp's 0700): Triton cannot read config.pbtxt or "
-    "the version directories",
-)
 
 
 @pytest.fixture(scope="module")

@@ -179,6 +179,7 @@ class ModelRepository:
         target.parent.mkdir(parents=True, exist_ok=True)
         # Copied beside the target and renamed, so Triton never sees half a version.
         staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{version}."))
+        staging.chmod(0o755)  # mkdtemp's 0700 would hide the version from a server of another uid
         try:
             shutil.copyfile(graph, staging / ONNX_FILE)
             if self.backend == "python":
