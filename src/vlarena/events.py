@@ -12,7 +12,7 @@ import dataclasses
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, get_args
+from typing import Any, Literal
 
 Level = Literal["debug", "info", "warning", "error"]
 # The phases of a job, in the order they run.
@@ -26,7 +26,6 @@ Phase = Literal[
     "export",
     "report",
 ]
-PHASES: tuple[str, ...] = get_args(Phase)
 
 log = logging.getLogger(__name__)
 
