@@ -27,7 +27,7 @@ IMAGE_APT_PACKAGES := buildah podman runc catatonit mmdebstrap uidmap fuse-overl
 IMAGE_PY_PACKAGES := cyclonedx-python-lib[json-validation]==11.12.0 podman-compose==1.6.0
 IMAGE_NICE := nice -n 19 ionice -c3
 
-.PHONY: setup system-deps test lint bench-models bench-gateway bench-serving demo gpu-check clean deploy-tools chart-files \
+.PHONY: setup system-deps test lint bench-models bench-gateway bench-serving bench-limits bench-scoring demo gpu-check clean deploy-tools chart-files \
 	chart-lint hadolint gateway-lock image-tools images images-test pin-bases
 
 setup: system-deps $(STAMP) $(DEPS)/node_modules/emoji-datasource-twitter/emoji.json deploy-tools
@@ -151,6 +151,16 @@ bench-gateway: system-deps $(STAMP)
 # Writes bench-out/serving.json. BENCH_ARGS="--run-dir RUN --duration 6" to measure a run.
 bench-serving: setup
 	$(BIN)/python -m vlarena.bench.serving $(BENCH_ARGS)
+
+# This machine's peak GEMM FLOP/s per dtype and its memory bandwidth, with the CPU model;
+# writes bench-out/limits.json, the peak the other benchmarks compare against.
+bench-limits: setup
+	$(BIN)/python -m vlarena.bench.limits $(BENCH_ARGS)
+
+# The token VLM's candidate scoring over prefix trees against a pass per pair, both
+# vocabularies, and a retrieval pool of 1,000; writes bench-out/scoring.json.
+bench-scoring: setup
+	$(BIN)/python -m vlarena.bench.scoring $(BENCH_ARGS)
 
 # The local platform end to end: Redis, Triton, a worker, the gateway and triton-sync start on
 # free ports; a compare job runs through the API; the better family is promoted and queried.

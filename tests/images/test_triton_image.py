@@ -24,7 +24,6 @@ from .conftest import cluster_of, gateway_client
 ALIAS = "production"
 
 
-
 @pytest.fixture(scope="module")
 def promoted(stack: dict[str, Any], trained: dict[str, Any], api_key: str) -> dict[str, Any]:
     """The trained version promoted, and loaded by triton-sync into Triton."""

@@ -11,7 +11,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vlarena.data.tokenizer import Vocabulary
-from vlarena.nn import KVCache, LearnedPositionalEncoding, TransformerDecoder, init_weights
+from vlarena.models.prefix_tree import Forest, Level, PrefixTree, build_tree, merge
+from vlarena.nn import (
+    DecoderBlock,
+    KVCache,
+    LearnedPositionalEncoding,
+    PrefixCache,
+    TransformerDecoder,
+    init_weights,
+)
 
 IGNORE = -100
 
@@ -67,9 +75,9 @@ class TextDecoder(nn.Module):
         queries = queries or [None] * len(texts)
         seqs, prefix_lens = [], []
         for text, query in zip(texts, queries, strict=True):
-            prefix = self.prefix(query)
-            seqs.append((prefix + self._encode(text) + [self.vocab.eos_id])[: self.max_len + 1])
-            prefix_lens.append(len(prefix))
+            seq, first_label = self._sequence(text, query)
+            seqs.append(seq)
+            prefix_lens.append(first_label)
         ids = torch.full((len(seqs), max(map(len, seqs))), self.vocab.pad_id, dtype=torch.long)
         for i, s in enumerate(seqs):
             ids[i, : len(s)] = torch.tensor(s)
@@ -89,13 +97,24 @@ class TextDecoder(nn.Module):
         need_weights: bool = False,
     ) -> tuple[Tensor, list[Tensor] | None]:
         """Next-token logits (B, T, V) for `inputs` (B, T); with a cache, only the new tokens."""
+        h, weights = self.hidden(inputs, memory, cache=cache, need_weights=need_weights)
+        return self.lm_head(h), weights
+
+    def hidden(
+        self,
+        inputs: Tensor,
+        memory: Tensor,
+        *,
+        cache: KVCache | None = None,
+        need_weights: bool = False,
+    ) -> tuple[Tensor, list[Tensor] | None]:
+        """The decoder's last hidden states (B, T, d), before the output layer."""
         offset = cache.length if cache is not None else 0
         x = self.drop(self.pos(self.tok_emb(inputs), offset=offset))
         pad = None if cache is not None else inputs == self.vocab.pad_id
-        h, weights = self.decoder(
+        return self.decoder(
             x, memory, self_padding_mask=pad, cache=cache, need_weights=need_weights
         )
-        return self.lm_head(h), weights
 
     def token_logprobs(
         self, inputs: Tensor, labels: Tensor, memory: Tensor, smoothing: float = 0.0
@@ -119,25 +138,118 @@ class TextDecoder(nn.Module):
         # data-parallel ranks averages to the same loss as the whole batch.
         return -self.token_logprobs(inputs, labels, memory, smoothing).mean()
 
+    def _candidate_lists(
+        self, b: int, candidates: Sequence[str] | Sequence[Sequence[str]]
+    ) -> Sequence[Sequence[str]]:
+        # `str` is itself a `Sequence[str]`: the isinstance check cannot narrow `candidates`.
+        if isinstance(candidates[0], str):
+            return [list(cast(Sequence[str], candidates))] * b
+        return candidates
+
+    def _sequence(self, text: str, query: str | None) -> tuple[list[int], int]:
+        """A candidate's ids as `sequences` feeds them, and the index of its first label."""
+        prefix = self.prefix(query)
+        return (prefix + self._encode(text) + [self.vocab.eos_id])[: self.max_len + 1], len(prefix)
+
     @torch.no_grad()
     def score(
         self,
         memory: Tensor,
         candidates: Sequence[str] | Sequence[Sequence[str]],
         queries: Sequence[str | None] | None = None,
+        max_prefixes: int = 4096,
+        tree: bool | None = None,
+    ) -> Tensor:
+        """Mean token log-likelihood (B, C) of each candidate given each memory (and query).
+
+        Each image's candidates form a prefix tree (`prefix_tree`), decoded one level at a
+        time with the KV cache: a prefix that candidates share is computed once per image, the
+        cross-attention keys and values once per image, and the output layer only where a label
+        is read, in blocks of rows. The same numbers as `score_pairs`, a full pass per (image,
+        candidate), which it falls back to where the tree does not pay: when the candidates
+        share less than half of their prefixes and the output layer costs less per position
+        than the decoder layers (a small vocabulary), a pass per pair runs the same work in
+        larger matrix products. `tree` forces one way (True: the tree, False: a pass per pair).
+        """
+        b = memory.shape[0]
+        per_row = self._candidate_lists(b, candidates)
+        queries = queries or [None] * b
+        n_cands = len(per_row[0])
+        trees: dict[tuple[str | None, tuple[str, ...]], PrefixTree] = {}
+        row_trees = []
+        for cands, query in zip(per_row, queries, strict=True):
+            key = (query, tuple(cands))
+            if key not in trees:
+                ids = [self._sequence(c, query) for c in cands]
+                trees[key] = build_tree([s for s, _ in ids], [n for _, n in ids])
+            row_trees.append(trees[key])
+        if not (self._tree_pays(row_trees) if tree is None else tree):
+            return self.score_pairs(memory, per_row, queries)
+        scores = memory.new_empty(b, n_cands)
+        start = 0
+        while start < b:
+            stop, width = start, 0
+            while stop < b and (stop == start or width + row_trees[stop].width <= max_prefixes):
+                width += row_trees[stop].width
+                stop += 1
+            forest = merge(row_trees[start:stop], n_cands, memory.device, self.vocab.pad_id)
+            scores[start:stop] = self._score_forest(memory[start:stop], forest)
+            start = stop
+        return scores
+
+    def _tree_pays(self, trees: Sequence[PrefixTree]) -> bool:
+        shared = sum(t.size for t in trees) <= 0.5 * sum(t.positions for t in trees)
+        block = cast(DecoderBlock, self.decoder.layers[0])
+        d, d_ff = block.ff.fc_in.in_features, block.ff.fc_in.out_features
+        # FLOPs per position: 2·d·V in the output layer; per decoder layer about 2·(6d² + 2d·d_ff)
+        # (self-attention 4d², cross-attention queries and output 2d², the feed-forward 2d·d_ff).
+        output_dominates = len(self.vocab) > self.n_layers * (6 * d + 2 * d_ff)
+        return shared or output_dominates
+
+    def _score_forest(self, memory: Tensor, forest: Forest) -> Tensor:
+        total = memory.new_zeros(forest.images * forest.candidates)
+        layers = cast(Sequence[DecoderBlock], self.decoder.layers)
+        cross = [block.cross_keys_values(memory) for block in layers]  # once per image
+        cache = PrefixCache(self.n_layers, len(forest.levels))
+        for t, level in enumerate(forest.levels):
+            if level.parents is not None:
+                cache.reorder(level.parents)
+            x = self.pos(self.tok_emb(level.tokens[:, None]), offset=t)  # (N, 1, d)
+            for i, block in enumerate(layers):
+                x = block.forward_prefixes(x, cache, i, cross[i], level.width)
+            cache.advance()
+            if len(level.read):
+                h = self.decoder.ln_f(x[:, 0])
+                total.index_add_(0, level.out, self._label_logprobs(h, level))
+        return (total / forest.counts).view(forest.images, forest.candidates)
+
+    def _label_logprobs(self, h: Tensor, level: Level, rows: int = 256) -> Tensor:
+        """log p(label | prefix) of each label read at `level`, the output layer in row chunks
+        (a (rows, V) block of logits at a time: the full vocabulary has 30,522 columns)."""
+        out = h.new_empty(len(level.token))
+        for s in range(0, len(level.read), rows):
+            logits = self.lm_head(h[level.read[s : s + rows]])  # (r, V)
+            lse = logits.logsumexp(-1)
+            pick = (level.row >= s) & (level.row < s + rows)
+            r = level.row[pick] - s
+            out[pick] = logits[r, level.token[pick]] - lse[r]
+        return out
+
+    @torch.no_grad()
+    def score_pairs(
+        self,
+        memory: Tensor,
+        candidates: Sequence[str] | Sequence[Sequence[str]],
+        queries: Sequence[str | None] | None = None,
         chunk: int = 1024,
     ) -> Tensor:
-        """Mean token log-likelihood (B, C) of each candidate given each memory (and query)."""
+        """`score` by a full decoder pass per (image, candidate) pair: the reference that the
+        prefix-tree scorer is checked and benchmarked against."""
         b = memory.shape[0]
-        # `str` is itself a `Sequence[str]`: the isinstance check cannot narrow `candidates`.
-        per_row: Sequence[Sequence[str]] = (
-            [list(cast(Sequence[str], candidates))] * b
-            if isinstance(candidates[0], str)
-            else candidates
-        )
+        per_row = self._candidate_lists(b, candidates)
         queries = queries or [None] * b
         pairs = [(i, c, queries[i]) for i in range(b) for c in per_row[i]]
-        scores = torch.empty(len(pairs), device=memory.device)
+        scores = memory.new_empty(len(pairs))
         for start in range(0, len(pairs), chunk):
             part = pairs[start : start + chunk]
             inputs, labels = self.sequences(

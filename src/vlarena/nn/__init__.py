@@ -16,7 +16,7 @@ from vlarena.nn.blocks import (
     TransformerEncoder,
     init_weights,
 )
-from vlarena.nn.kv_cache import KVCache
+from vlarena.nn.kv_cache import KVCache, PrefixCache
 from vlarena.nn.positional import LearnedPositionalEncoding, SinusoidalPositionalEncoding
 
 __all__ = [
@@ -26,6 +26,7 @@ __all__ = [
     "KVCache",
     "LearnedPositionalEncoding",
     "MultiHeadAttention",
+    "PrefixCache",
     "SinusoidalPositionalEncoding",
     "TransformerDecoder",
     "TransformerEncoder",

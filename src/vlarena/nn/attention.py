@@ -117,6 +117,17 @@ class MultiHeadAttention(nn.Module):
             return k, v
         return cache.append(layer, k, v)
 
+    def heads(self, proj: nn.Linear, x: Tensor) -> Tensor:
+        """`proj(x)` (B, T, C) split into heads (B, nh, T, hs); proj is one of the q/k/v layers."""
+        return self._split_heads(proj(x))
+
+    def attend(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        """Heads q (B, nh, Tq, hs) over every key of k, v (B, nh, Tk, hs), no mask and no
+        dropout, through the output projection: (B, Tq, C)."""
+        y = F.scaled_dot_product_attention(q, k, v)
+        B, _, T, _ = q.shape
+        return self.out_proj(y.transpose(1, 2).reshape(B, T, -1))
+
     def forward(
         self,
         x: Tensor,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from vlarena.nn.attention import MultiHeadAttention
-from vlarena.nn.kv_cache import KVCache
+from vlarena.nn.kv_cache import KVCache, PrefixCache
 
 
 def init_weights(module: nn.Module) -> None:
@@ -100,6 +100,35 @@ class DecoderBlock(nn.Module):
         x = x + a
         x = x + self.ff(self.ln3(x))
         return x, weights
+
+    def cross_keys_values(self, memory: Tensor) -> tuple[Tensor, Tensor]:
+        """The cross-attention k, v (B, nh, Tmem, hs) of a memory, for `forward_prefixes`."""
+        attn = self.cross_attn
+        return attn.heads(attn.k_proj, memory), attn.heads(attn.v_proj, memory)
+
+    def forward_prefixes(
+        self,
+        x: Tensor,
+        cache: PrefixCache,
+        layer: int,
+        cross_kv: tuple[Tensor, Tensor],
+        per_memory: int,
+    ) -> Tensor:
+        """One new position of many prefixes at once, in eval mode: `forward` with a cache.
+
+        x (N, 1, d) holds the next token of N prefixes, `per_memory` consecutive rows for each
+        of the B = N / per_memory memories whose cross-attention k, v (B, nh, Tmem, hs) are
+        `cross_kv`: each memory is attended once by all of its rows, not copied per row.
+        """
+        sa = self.self_attn
+        h = self.ln1(x)
+        k, v = cache.append(layer, sa.heads(sa.k_proj, h), sa.heads(sa.v_proj, h))
+        x = x + sa.attend(sa.heads(sa.q_proj, h), k, v)  # one query sees all its prefix
+        ca = self.cross_attn
+        n, _, d = x.shape
+        grouped = self.ln2(x).view(n // per_memory, per_memory, d)
+        x = x + ca.attend(ca.heads(ca.q_proj, grouped), *cross_kv).view(n, 1, d)
+        return x + self.ff(self.ln3(x))
 
 
 class TransformerEncoder(nn.Module):

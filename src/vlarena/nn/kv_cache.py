@@ -1,4 +1,5 @@
-"""Key/value cache for incremental decoding: growing self-attention, fixed cross-attention."""
+"""Key/value caches for incremental decoding: growing self-attention, fixed cross-attention,
+and many prefixes decoded side by side."""
 
 from __future__ import annotations
 
@@ -58,3 +59,52 @@ def _select_rows(kv: tuple[Tensor, Tensor] | None, index: Tensor) -> tuple[Tenso
         return None
     k, v = kv
     return k.index_select(0, index), v.index_select(0, index)
+
+
+class PrefixCache:
+    """Self-attention k/v of many prefixes that grow by one position per step (B, nh, T, hs).
+
+    The prefixes of a level may branch (one prefix continued by several tokens) or end: the
+    next level names, for each of its rows, the row it continues (`reorder`). The buffers hold
+    `max_len` positions from the start, so a step writes its k/v in place and only a level
+    whose rows are not exactly the previous ones copies anything.
+    """
+
+    def __init__(self, n_layers: int, max_len: int):
+        self.n_layers = n_layers
+        self.max_len = max_len
+        self.length = 0
+        self.kv: list[tuple[Tensor, Tensor] | None] = [None] * n_layers
+
+    def append(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Write k/v (B, nh, 1, hs) at position `length`; return positions 0..length (views).
+
+        `advance` moves to the next position once every layer has appended.
+        """
+        if self.length >= self.max_len:
+            raise ValueError(f"prefix cache holds {self.max_len} positions")
+        cached = self.kv[layer]
+        if cached is None:
+            b, nh, _, hs = k.shape
+            cached = (k.new_empty(b, nh, self.max_len, hs), v.new_empty(b, nh, self.max_len, hs))
+            self.kv[layer] = cached
+        t = self.length
+        cached[0][:, :, t : t + 1] = k
+        cached[1][:, :, t : t + 1] = v
+        return cached[0][:, :, : t + 1], cached[1][:, :, : t + 1]
+
+    def advance(self) -> None:
+        self.length += 1
+
+    def reorder(self, index: Tensor) -> None:
+        """Row i of the next level continues row `index[i]` of this one."""
+        t = self.length
+        for layer, cached in enumerate(self.kv):
+            if cached is None:
+                continue
+            fresh = []
+            for buf in cached:
+                out = buf.new_empty(len(index), *buf.shape[1:])
+                torch.index_select(buf[:, :, :t], 0, index, out=out[:, :, :t])
+                fresh.append(out)
+            self.kv[layer] = (fresh[0], fresh[1])

@@ -1,0 +1,43 @@
+"""The scoring benchmark's pieces, on a tiny model: both scorers timed side by side, agreeing."""
+
+from __future__ import annotations
+
+import pytest
+
+from vlarena.bench import limits, scoring
+
+
+def test_captions_are_distinct_fashion_grid_captions():
+    caps = scoring.fashion_captions(300)
+    assert len(set(caps)) == 300
+    assert all(c.count(",") == 3 and c.endswith("bottom right") for c in caps)
+
+
+@pytest.mark.parametrize("name", ["caption-choice", "retrieval-100"])
+def test_a_workload_times_both_scorers_and_checks_they_agree(name):
+    caps = scoring.fashion_captions(120)
+    model = scoring.token_vlm("captions", caps, preset="tiny")
+    r = scoring.workload(model, name, images=3, captions=caps, rounds=2, peak=1e11)
+    assert r["agrees"] and r["maxAbsDifference"] <= scoring.TOLERANCE
+    assert r["pairs"] == 3 * (10 if name == "caption-choice" else 100)
+    assert r["speedup"]["n"] == 2 and r["speedup"]["low"] <= r["speedup"]["median"]
+    assert r["flopsPerPair"]["pairs"] > 0 and 0 < r["utilisation"]["pairs"] < 1
+
+
+def test_the_pool_of_1000_extrapolates_from_fewer_images():
+    pool = scoring.pool_run(scoring.fashion_captions(1000), images=1, preset="tiny")
+    assert pool["extrapolated"]
+    assert pool["secondsFor1000"] == pytest.approx(pool["seconds"] * 1000)
+
+
+def test_limits_are_measured_once_per_machine(tmp_path, monkeypatch):
+    monkeypatch.setattr(limits, "GEMM_SIZE", 256)
+    monkeypatch.setattr(limits, "COPY_BYTES", 8 * 2**20)
+    first = limits.load_limits(tmp_path, rounds=2)
+    assert limits.peak_flops(first) > 1e8  # even a slow CPU multiplies 0.1 GFLOP/s
+    assert (tmp_path / limits.LIMITS_FILE).exists()
+    calls = []
+    monkeypatch.setattr(limits, "measure", lambda rounds: calls.append(rounds) or first)
+    assert limits.load_limits(tmp_path) == first and calls == []  # read back, not measured
+    text = limits.report(first)
+    assert "GEMM fp32" in text and "memory copy" in text
