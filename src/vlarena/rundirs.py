@@ -22,6 +22,7 @@ RUN_FILE = "run.json"
 RESULT_FILE = "result.json"
 CHECKPOINT_FILE = "checkpoint.pt"
 CAPTIONS_FILE = "train-captions.json"
+ITEMS_FILE = "item-scores.json"  # each metric's per-item scores on the test split
 PROVENANCE_FILE = "provenance.json"
 EXPORT_DIR = "export"
 REPORT_DIR = "report"
@@ -66,6 +67,10 @@ class RunDir:
     @property
     def provenance(self) -> Path:
         return self.path / PROVENANCE_FILE
+
+    @property
+    def items(self) -> Path:
+        return self.path / ITEMS_FILE
 
     @property
     def export(self) -> Path:

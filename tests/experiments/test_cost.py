@@ -8,7 +8,7 @@ from vlarena.evaluation.report.comparison import build_report, learned_parameter
 
 def test_learned_parameters_include_the_y_decoder(tiny_compare, tiny_models):
     families = tiny_compare["metrics"]["families"]
-    assert tiny_compare["metrics"]["schema"] == "vlarena.metrics/v2"
+    assert tiny_compare["metrics"]["schema"] == "vlarena.metrics/v3"
     jepa = tiny_models["vl-jepa"]
     decoder = sum(p.numel() for p in jepa.y_decoder.parameters())
     body = families["vl-jepa"]

@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from vlarena.experiments.results import paired_differences
+
 CHANCE = {
     "caption_of_10": 0.1,
     "i2t_r1@100": 0.01,
@@ -46,10 +48,14 @@ def metrics_doc(
     params: dict[str, int] | None = None,
     budget: int = 20000,
     points: int = 4,
+    items: int = 400,
 ) -> dict[str, Any]:
-    """A vlarena.metrics/v1 document: per family, `seeds` runs whose final metrics scatter by
-    `jitter` around `quality[family][metric]`, with learning curves rising to them."""
+    """A vlarena.metrics/v3 document: per family, `seeds` runs whose final metrics scatter by
+    `jitter` around `quality[family][metric]`, with learning curves rising to them, and per-item
+    scores on `items` shared test items (an item's difficulty is the same for every family and
+    seed) from which the paired differences are computed."""
     rng = np.random.default_rng(0)
+    difficulty = np.random.default_rng(1).random(items)
     families = {}
     for fam, means in quality.items():
         runs = []
@@ -86,6 +92,8 @@ def metrics_doc(
                         {"id": "test-000000", "generated": f"{fam} says hi", "references": ["hi"]}
                     ],
                     "model": "model.pt",
+                    # Not a metrics.json field: the run's item-scores.json, kept for `swapped`.
+                    "itemScores": {m: _items(m, v, difficulty) for m, v in values.items()},
                 }
             )
         summary = {}
@@ -106,8 +114,8 @@ def metrics_doc(
             "seeds": runs,
             "summary": summary,
         }
-    return {
-        "schema": "vlarena.metrics/v1",
+    doc = {
+        "schema": "vlarena.metrics/v3",
         "createdAt": "2026-01-01T00:00:00Z",
         "dataset": {
             "name": "fashion-grid",
@@ -117,10 +125,28 @@ def metrics_doc(
         "budget": {"samples": budget},
         "families": families,
     }
+    return _with_paired(doc)
+
+
+def _items(name: str, value: float, difficulty: np.ndarray) -> list[float]:
+    """Per-item scores averaging `value`: hits on the items easier than it (an accuracy), or a
+    caption score spread around it."""
+    if name in BINOMIAL_N:
+        return (difficulty < value).astype(float).tolist()
+    return (value * 2 * difficulty + value * (1 - difficulty.mean() * 2)).tolist()
+
+
+def _with_paired(doc: dict[str, Any]) -> dict[str, Any]:
+    runs = [
+        {"family": fam, **seed} for fam, body in doc["families"].items() for seed in body["seeds"]
+    ]
+    doc["paired"] = paired_differences(runs, [r["itemScores"] for r in runs])
+    return doc
 
 
 def swapped(doc: dict[str, Any], a: str, b: str) -> dict[str, Any]:
-    """The same document with the measurements of families `a` and `b` exchanged."""
+    """The same document with the measurements of families `a` and `b` exchanged (their
+    per-item scores too, and the paired differences computed again from them)."""
     out = copy.deepcopy(doc)
     out["families"][a], out["families"][b] = out["families"][b], out["families"][a]
-    return out
+    return _with_paired(out)

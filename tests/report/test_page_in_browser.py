@@ -99,7 +99,7 @@ def test_signed_links_are_checked(gateway_with_report, served_report):
     assert "/v1/shared/" in str(page.url)
     # The page's relative links stay under the signed prefix, and reach only this job's files.
     prefix = str(page.url).rsplit("/report/report.html", 1)[0]
-    assert httpx.get(f"{prefix}/metrics.json").json()["schema"] == "vlarena.metrics/v2"
+    assert httpx.get(f"{prefix}/metrics.json").json()["schema"] == "vlarena.metrics/v3"
     assert httpx.get(f"{prefix}/..%2F..%2F..%2Fetc%2Fpasswd").status_code == 404
     # No link, a tampered one, an expired one: 401, each saying which.
     assert httpx.get(f"{base}/v1/jobs/{job}/report").json()["error"]["code"] == "link_required"

@@ -4,6 +4,7 @@ multiple-choice VQA, captioning, size and latency, each metric beside its chance
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -14,7 +15,13 @@ import torch
 
 from vlarena.data.manifest import Dataset
 from vlarena.data.templates import fill_caption, fill_label
-from vlarena.evaluation.metrics import Metric, caption_scores, retrieval_recall, topk_accuracy
+from vlarena.evaluation.metrics import (
+    Metric,
+    caption_item_scores,
+    caption_scores,
+    retrieval_hits,
+    topk_hits,
+)
 from vlarena.events import OnEvent, ProgressEvent, ignore
 from vlarena.models.base import VLModel
 
@@ -74,8 +81,55 @@ def caption_choice(
                 others.append(c)
         cands.append([cap, *others])
     scores = _batched_scores(model, visual, cands)
-    acc = topk_accuracy(scores, np.zeros(len(caps), dtype=int), 1)
-    return {f"caption_of_{cfg.caption_choices}": Metric(acc, 1 / cfg.caption_choices, len(caps))}
+    hits = topk_hits(scores, np.zeros(len(caps), dtype=int), 1)
+    name = f"caption_of_{cfg.caption_choices}"
+    out = {name: Metric(float(hits.mean()), 1 / cfg.caption_choices, len(caps), items=hits)}
+    return out | hard_caption_choice(model, ds, visual, cfg)
+
+
+def hard_negatives(ds: Dataset, index: int, count: int, rng: np.random.Generator) -> list[str]:
+    """Up to `count` captions that differ from record `index`'s only in structure: its own
+    items in other slots (a dataset with slot labels and a caption template), else captions of
+    other images of its class (same label); fewer when there are not that many."""
+    record, info = ds.records[index], ds.info
+    true = record.captions[0]
+    if record.labels and info.caption_template and info.slots:
+        values = [record.labels[s] for s in info.slots]
+        orders = {p for p in itertools.permutations(values) if list(p) != values}
+        texts = sorted({fill_caption(info, dict(zip(info.slots, p, strict=True))) for p in orders})
+    elif record.label is not None:
+        texts = sorted(
+            {r.captions[0] for r in ds.records if r.label == record.label and r.captions} - {true}
+        )
+    else:
+        return []
+    texts = [t for t in texts if t != true]
+    if len(texts) <= count:
+        return texts
+    return [texts[i] for i in rng.choice(len(texts), count, replace=False)]
+
+
+def hard_caption_choice(
+    model: VLModel, ds: Dataset, visual: torch.Tensor, cfg: EvalConfig
+) -> dict[str, Metric]:
+    """The true caption among `caption_choices` whose distractors differ only in structure
+    (`hard_negatives`): the same items in other slots, or the same class. Images without
+    enough such distractors are left out (`n` counts the others)."""
+    rng = np.random.default_rng(cfg.seed + 3)
+    rows, cands = [], []
+    for i, r in enumerate(ds.records):
+        if not r.captions:
+            continue
+        negatives = hard_negatives(ds, i, cfg.caption_choices - 1, rng)
+        if len(negatives) == cfg.caption_choices - 1:
+            rows.append(i)
+            cands.append([r.captions[0], *negatives])
+    if not rows:
+        return {}
+    scores = _batched_scores(model, visual[rows], cands)
+    hits = topk_hits(scores, np.zeros(len(rows), dtype=int), 1)
+    name = f"hard_caption_of_{cfg.caption_choices}"
+    return {name: Metric(float(hits.mean()), 1 / cfg.caption_choices, len(rows), items=hits)}
 
 
 def _distinct_pool(caps: list[str], size: int, rng: np.random.Generator) -> list[int] | None:
@@ -106,13 +160,15 @@ def retrieval(
                 break
             texts = [caps[i] for i in pool]
             scores = _batched_scores(model, visual[pool], [texts] * size)
-            runs.append(retrieval_recall(scores))
+            runs.append(retrieval_hits(scores))
         if not runs:
             continue
         for name in runs[0]:
             k = int(name.split("_r")[1])
-            value = float(np.mean([r[name] for r in runs]))
-            out[f"{name}@{size}"] = Metric(value, min(1.0, k / size), size * len(runs))
+            hits = np.concatenate([r[name] for r in runs])  # the pools' queries, pool by pool
+            out[f"{name}@{size}"] = Metric(
+                float(hits.mean()), min(1.0, k / size), size * len(runs), items=hits
+            )
     return out
 
 
@@ -150,9 +206,10 @@ def zeroshot(
     scores = _batched_scores(model, visual[rows], cands)
     truth = np.array(targets)
     n, c = len(rows), len(classes)
+    top1, top5 = topk_hits(scores, truth, 1), topk_hits(scores, truth, 5)
     return {
-        "zeroshot_top1": Metric(topk_accuracy(scores, truth, 1), 1 / c, n),
-        "zeroshot_top5": Metric(topk_accuracy(scores, truth, 5), min(1.0, 5 / c), n),
+        "zeroshot_top1": Metric(float(top1.mean()), 1 / c, n, items=top1),
+        "zeroshot_top5": Metric(float(top5.mean()), min(1.0, 5 / c), n, items=top5),
     }
 
 
@@ -168,16 +225,17 @@ def vqa(model: VLModel, ds: Dataset, visual: torch.Tensor, cfg: EvalConfig) -> d
                 )
     if not by_width:
         return {}
-    correct, total, chance = 0.0, 0, 0.0
+    hits, chance = [], 0.0
     for width, items in by_width.items():
         rows = [i for i, *_ in items]
         scores = _batched_scores(
             model, visual[rows], [c for _, _, c, _ in items], [q for _, q, _, _ in items]
         )
-        correct += topk_accuracy(scores, np.array([t for *_, t in items]), 1) * len(items)
-        total += len(items)
+        hits.append(topk_hits(scores, np.array([t for *_, t in items]), 1))
         chance += len(items) / width
-    return {"vqa_accuracy": Metric(correct / total, chance / total, total)}
+    per_item = np.concatenate(hits)
+    total = len(per_item)
+    return {"vqa_accuracy": Metric(float(per_item.mean()), chance / total, total, items=per_item)}
 
 
 def captioning(
@@ -195,11 +253,16 @@ def captioning(
     hyps: list[str] = []
     for s in range(0, n, BATCH):
         hyps += model.generate(visual[s : min(n, s + BATCH)])
-    scores = caption_scores(hyps, refs)
+    scores, cider = caption_item_scores(hyps, refs)
     pool = list(train_captions) or [c for r in refs for c in r]
     rng = np.random.default_rng(cfg.seed + 2)
     chance = caption_scores([pool[rng.integers(len(pool))] for _ in range(n)], refs)
-    out = {name: Metric(value, chance[name], n, binomial=False) for name, value in scores.items()}
+    out = {
+        name: Metric(
+            value, chance[name], n, binomial=False, items=cider if name == "cider" else None
+        )
+        for name, value in scores.items()
+    }
     ceiling = model.decode_targets([r[0] for r in refs])
     if ceiling is not None:
         for name, value in caption_scores(ceiling, refs).items():
@@ -260,6 +323,8 @@ def evaluate_model(
         on_event(ProgressEvent("evaluate", done, len(steps), "metric groups"))
     result: dict[str, Any] = {
         "metrics": {k: m.to_dict() for k, m in metrics.items()},
+        # Per-item scores, for paired intervals between models evaluated on the same items.
+        "items": {k: m.items.tolist() for k, m in metrics.items() if m.items is not None},
         "trainable_parameters": model.count_parameters(True),
         "total_parameters": model.count_parameters(False),
         "images": n,

@@ -54,3 +54,121 @@ def median_interval(samples: Sequence[float], confidence: float = 0.95) -> Inter
             break
         k, coverage = j, c
     return Interval(float(np.median(x)), float(x[k - 1]), float(x[n - k]), coverage, n)
+
+
+@dataclass(frozen=True)
+class PairedDifference:
+    """Family a's metric minus family b's, over the same test items, with intervals.
+
+    `low95`/`high95` is the 95% interval; `low`/`high` the interval at `confidence`, the level
+    a decision uses (95% corrected for how many decisions are made together).
+    """
+
+    a: str
+    b: str
+    difference: float
+    low95: float
+    high95: float
+    low: float
+    high: float
+    confidence: float
+    seeds: tuple[int, int]
+    items: int
+    # The share of the interval's variance that comes from seeds (the rest: test items).
+    seed_share: float
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "families": [self.a, self.b],
+            "difference": self.difference,
+            "interval95": [self.low95, self.high95],
+            "interval": [self.low, self.high],
+            "confidence": self.confidence,
+            "seeds": list(self.seeds),
+            "items": self.items,
+            "seedShare": self.seed_share,
+        }
+
+
+REPLICATES = 2000
+
+
+def _seed_replicates(scores: np.ndarray, seed_draws: np.ndarray) -> np.ndarray:
+    """Bootstrap means of one family over redrawn seeds (R, S); a bootstrap of S seeds spreads
+    (S - 1)/S as much as the seeds do, so the deviation is scaled back by sqrt(S / (S - 1))."""
+    per_seed = scores.mean(1)  # (S,)
+    s = len(per_seed)
+    if s == 1:
+        return np.zeros(len(seed_draws))
+    return np.sqrt(s / (s - 1)) * (per_seed[seed_draws].mean(1) - per_seed.mean())
+
+
+def paired_difference(
+    a: np.ndarray,
+    b: np.ndarray,
+    *,
+    names: tuple[str, str] = ("a", "b"),
+    confidence: float = 0.95,
+    replicates: int = REPLICATES,
+    seed: int = 0,
+) -> PairedDifference:
+    """mean(a) - mean(b) for per-item scores a (S_a, n) and b (S_b, n) of the same n items.
+
+    Paired resampling: the n items are redrawn with the same draw for both families (an item
+    hard for one is hard for the other), and each family's seeds are redrawn on their own. The
+    two parts' variances add; the interval is the difference ± a t quantile times their root,
+    with Welch–Satterthwaite degrees of freedom (n - 1 for the items, S - 1 per family's seeds),
+    so that 3 seeds, whose spread is itself uncertain, widen it as they should.
+    """
+    a, b = np.atleast_2d(np.asarray(a, float)), np.atleast_2d(np.asarray(b, float))
+    if a.shape[1] != b.shape[1]:
+        raise ValueError(
+            f"the families were scored on different items: {a.shape[1]} vs {b.shape[1]}"
+        )
+    n = a.shape[1]
+    rng = np.random.default_rng(seed)
+    weights = rng.multinomial(n, np.full(n, 1 / n), size=replicates) / n  # (R, n)
+    per_item = a.mean(0) - b.mean(0)
+    parts = [(float((weights @ per_item).var(ddof=1)), n - 1)]
+    for scores in (a, b):
+        s = scores.shape[0]
+        if s > 1:
+            draws = rng.integers(0, s, size=(replicates, s))
+            # Seeds' means also differ by each item's own seed-to-seed noise, which the items'
+            # part already holds: what remains is the seeds' own share (random-effects ANOVA).
+            within = float(scores.var(0, ddof=1).mean()) / (n * s)
+            between = float(_seed_replicates(scores, draws).var(ddof=1))
+            parts.append((max(between - within, 0.0), s - 1))
+    variance = sum(v for v, _ in parts)
+    df = variance**2 / sum(v**2 / d for v, d in parts if v > 0) if variance > 0 else float(n - 1)
+    diff = float(a.mean() - b.mean())
+    se = np.sqrt(variance)
+
+    def interval(level: float) -> tuple[float, float]:
+        half = float(stats.t.ppf(0.5 + level / 2, df)) * se
+        return diff - half, diff + half
+
+    (low95, high95), (low, high) = interval(0.95), interval(confidence)
+    return PairedDifference(
+        a=names[0],
+        b=names[1],
+        difference=diff,
+        low95=low95,
+        high95=high95,
+        low=low,
+        high=high,
+        confidence=confidence,
+        seeds=(a.shape[0], b.shape[0]),
+        items=n,
+        seed_share=0.0 if variance == 0 else 1 - parts[0][0] / variance,
+    )
+
+
+def mean_interval(
+    scores: np.ndarray, confidence: float = 0.95, seed: int = 0
+) -> tuple[float, float, float]:
+    """The mean of one family's per-item scores (seeds, items) and its interval, resampled over
+    items and seeds as `paired_difference` does (against a constant)."""
+    scores = np.atleast_2d(np.asarray(scores, float))
+    d = paired_difference(scores, np.zeros((1, scores.shape[1])), confidence=confidence, seed=seed)
+    return d.difference, d.low, d.high

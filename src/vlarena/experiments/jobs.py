@@ -123,7 +123,9 @@ def _compare_job(
                 force=force,
             )
             runs.append(record)
-    doc = metrics_document(full, _budget(spec), [r for r in runs if r])
+    done = [(r, job.seed_run(r["family"], r["seed"])) for r in runs if r]
+    items = [read_json(d.items) if d.items.exists() else None for _, d in done]
+    doc = metrics_document(full, _budget(spec), [r for r, _ in done], items)
     write_json(job.metrics, doc)
     models = []
     artifacts = [job.relative(job.metrics)]

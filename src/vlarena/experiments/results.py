@@ -9,12 +9,18 @@ from typing import Any
 import numpy as np
 
 from vlarena.data.manifest import Dataset
+from vlarena.evaluation.report.verdict import decision_confidence, primary_metrics
+from vlarena.evaluation.statistics import mean_interval, paired_difference
 
-# v2 adds learnedParameters and frozenParameters per family and run, and each run's stages.
-METRICS_SCHEMA = "vlarena.metrics/v2"
+# v2 adds learnedParameters and frozenParameters per family and run, and each run's stages;
+# v3 adds `paired`: per metric, the difference between the two families on the same test
+# items with its intervals (what the verdict decides from).
+METRICS_SCHEMA = "vlarena.metrics/v3"
 
 
-def _summary(seeds: list[dict[str, Any]]) -> dict[str, Any]:
+def _summary(
+    seeds: list[dict[str, Any]], items: list[dict[str, list[float]] | None] | None = None
+) -> dict[str, Any]:
     names = sorted({k for s in seeds for k in s["metrics"]})
     out = {}
     for name in names:
@@ -27,14 +33,59 @@ def _summary(seeds: list[dict[str, Any]]) -> dict[str, Any]:
             "n": first["n"],
             "seeds": len(values),
         }
+        scored = [i[name] for i in items or [] if i and name in i]
+        if items and len(scored) == len(items) and len({len(x) for x in scored}) == 1:
+            _, low, high = mean_interval(np.array(scored))
+            out[name]["interval95"] = [low, high]
+    return out
+
+
+def paired_differences(
+    runs: list[dict[str, Any]], items: list[dict[str, list[float]] | None]
+) -> dict[str, Any]:
+    """Per metric, the first family minus the second on the same test items (`items[i]` are
+    the per-item scores of `runs[i]`), for the metrics every seed of both families scored on
+    the same number of items. The use cases' primary metrics get intervals at the corrected
+    level their decisions use."""
+    families = list(dict.fromkeys(r["family"] for r in runs))
+    if len(families) != 2:
+        return {}
+    scores: dict[str, list[dict[str, list[float]] | None]] = {f: [] for f in families}
+    for run, per_item in zip(runs, items, strict=True):
+        scores[run["family"]].append(per_item)
+    if any(s is None for seeds in scores.values() for s in seeds):
+        return {}
+    names = set.intersection(*(set(s) for seeds in scores.values() for s in seeds if s))
+    usable = sorted(
+        n for n in names if len({len(s[n]) for seeds in scores.values() for s in seeds if s}) == 1
+    )
+    primaries = set(primary_metrics(usable).values())
+    confidence = decision_confidence(len(primaries))
+    out = {}
+    for name in usable:
+        a, b = (np.array([s[name] for s in scores[f] if s]) for f in families)
+        diff = paired_difference(
+            a,
+            b,
+            names=(families[0], families[1]),
+            confidence=confidence if name in primaries else 0.95,
+        )
+        out[name] = diff.as_dict() | {"primary": name in primaries}
     return out
 
 
 def metrics_document(
-    dataset: Dataset, budget: dict[str, Any], runs: list[dict[str, Any]]
+    dataset: Dataset,
+    budget: dict[str, Any],
+    runs: list[dict[str, Any]],
+    items: list[dict[str, list[float]] | None] | None = None,
 ) -> dict[str, Any]:
-    """metrics.json of the runs (result records of `train_run`) on `dataset` under `budget`."""
+    """metrics.json of the runs (result records of `train_run`) on `dataset` under `budget`;
+    `items`, the runs' per-item scores, give the paired differences between the families."""
     families: dict[str, Any] = {}
+    run_items: dict[str, list[dict[str, list[float]] | None]] = {}
+    for r, per_item in zip(runs, items or [None] * len(runs), strict=True):
+        run_items.setdefault(r["family"], []).append(per_item)
     for r in runs:
         fam = families.setdefault(
             r["family"],
@@ -48,8 +99,8 @@ def metrics_document(
             },
         )
         fam["seeds"].append({k: v for k, v in r.items() if k not in ("family", "config")})
-    for fam in families.values():
-        fam["summary"] = _summary(fam["seeds"])
+    for name, fam in families.items():
+        fam["summary"] = _summary(fam["seeds"], run_items[name])
         fam["samplesPerSecond"] = float(np.mean([s["samplesPerSecond"] for s in fam["seeds"]]))
     return {
         "schema": METRICS_SCHEMA,
@@ -61,6 +112,7 @@ def metrics_document(
         },
         "budget": budget,
         "families": families,
+        "paired": paired_differences(runs, items) if items is not None else {},
     }
 
 

@@ -163,6 +163,7 @@ def train_run(
         "provenance": run_hash,
     }
     on_event(MetricEvent(result.samples_seen, flat_values(evaluation)))
+    write_json(run_dir.items, evaluation["items"], indent=None)
     write_json(run_dir.result, record)
     run_dir.checkpoint.unlink(missing_ok=True)
     return record

@@ -289,7 +289,13 @@ class CompareJobSpec(PlatformFields):
     families: list[ModelFamily] | None = Field(
         default=None, min_length=1, description="Default: every family."
     )
-    seeds: int = Field(default=1, ge=1, le=10)
+    seeds: int = Field(
+        default=3,
+        ge=1,
+        le=10,
+        description="Training seeds per family. The verdict needs at least 3 (with fewer, the "
+        "report shows the numbers and gives no verdict).",
+    )
     model: ModelOverrides | None = Field(
         default=None, description="Config overrides applied to every family compared."
     )

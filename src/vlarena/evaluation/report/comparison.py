@@ -14,14 +14,15 @@ from vlarena.evaluation.report.cost import DEFAULT_NODES, NodeType, cost_section
 from vlarena.evaluation.report.verdict import verdict
 
 REPORT_SCHEMA = "vlarena.report/v1"
-METRICS_SCHEMA = "vlarena.metrics/v2"
+METRICS_SCHEMA = "vlarena.metrics/v3"
 # Documents this report still reads: v1 lacks learned parameters (its trainable ones stand in).
-READABLE_SCHEMAS = ("vlarena.metrics/v1", METRICS_SCHEMA)
+READABLE_SCHEMAS = ("vlarena.metrics/v1", "vlarena.metrics/v2", METRICS_SCHEMA)
 CURVE_KEYS = ("samplesSeen", "step")
 
 # Readable names of the metrics evaluate.py writes (a retrieval pool size follows "@").
 METRIC_LABELS = {
     "caption_of_": "true caption among {n}",
+    "hard_caption_of_": "true caption among {n}, distractors of the same items or class",
     "i2t_r1@": "image→text R@1 among {n}",
     "i2t_r5@": "image→text R@5 among {n}",
     "i2t_r10@": "image→text R@10 among {n}",
@@ -262,7 +263,11 @@ def comparison_table(
                 values[fam] = None
                 continue
             zs = [s["metrics"][name].get("z") for s in body["seeds"] if name in s["metrics"]]
-            values[fam] = _stat(seeds) | {"zMin": min(zs) if zs and None not in zs else None}
+            values[fam] = _stat(seeds) | {
+                "zMin": min(zs) if zs and None not in zs else None,
+                # over items and seeds (metrics.json v3): what the mean could have been
+                "interval95": body["summary"][name].get("interval95"),
+            }
             chance = body["summary"][name]["chance"]
             n = body["summary"][name]["n"]
         add(name, metric_label(name), "", "higher", values, chance=chance, n=n, group="quality")
@@ -348,7 +353,11 @@ def build_report(
         "curves": curves,
         "table": table,
         "verdict": verdict(
-            _summaries(doc), early=early or None, early_samples=early_at, costs=costs
+            _summaries(doc),
+            paired=doc.get("paired"),
+            early=early or None,
+            early_samples=early_at,
+            costs=costs,
         ),
         "cost": cost_section(costs["samplesPerSecond"], serving, measured, nodes),
         "samples": {f: (b["seeds"][0].get("samples") or [])[:5] for f, b in families.items()},

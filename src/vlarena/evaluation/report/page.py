@@ -169,10 +169,15 @@ def _verdict(report: Mapping[str, Any]) -> str:
     return (
         '<section id="verdict"><h2>Verdict: which to use when</h2>'
         f'<div class="cards">{cards}</div><ul class="facts">{facts}</ul>'
-        '<p class="note">Computed from the measured numbers below: a family wins a metric only '
-        "when it leads by more than twice the combined standard error (over seeds, and never "
-        "less than the binomial error of the test set) and is above chance; a use case goes to "
-        "the family that wins most of its metrics.</p></section>"
+        '<p class="note">Computed from the measured numbers below. Each use case is decided by '
+        "one primary metric (named in its sentence; the others are shown and never decide): "
+        "both families are scored on the same test items, and the difference between them gets "
+        "an interval from resampling those items and the seeds, at 95% corrected for the number "
+        "of use cases decided together. A family wins when the interval excludes zero and it is "
+        "above chance; the families are equal when the interval lies within the equivalence "
+        "margin (2 points of an accuracy, 5% of a caption score); otherwise the sentence says "
+        "how many more seeds would settle it. Fewer than 3 seeds per family give no verdict."
+        "</p></section>"
     )
 
 
@@ -197,9 +202,13 @@ def _table(report: Mapping[str, Any]) -> str:
             if not v:
                 cells.append("<td>–</td>")
                 continue
-            spread = (
-                f' <span class="spread">± {_num(v["std"])}</span>' if v.get("seeds", 1) > 1 else ""
-            )
+            if v.get("interval95"):
+                low, high = v["interval95"]
+                spread = f' <span class="spread">[{_num(low)}, {_num(high)}]</span>'
+            elif v.get("seeds", 1) > 1:
+                spread = f' <span class="spread">± {_num(v["std"])}</span>'
+            else:
+                spread = ""
             z = (
                 f' <span class="spread">z≥{v["zMin"]:.0f}</span>'
                 if v.get("zMin") is not None

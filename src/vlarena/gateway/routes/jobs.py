@@ -463,7 +463,7 @@ async def list_artifacts(job_id: JobId, _principal: ReadAccess, store: StoreDep)
             "content": {
                 "application/octet-stream": {
                     "schema": {"type": "string", "format": "binary"},
-                    "example": '{"schema": "vlarena.metrics/v2", "families": {...}}',
+                    "example": '{"schema": "vlarena.metrics/v3", "families": {...}}',
                 }
             },
         },
