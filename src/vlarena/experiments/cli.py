@@ -109,6 +109,14 @@ def job_spec_from_args(args: argparse.Namespace, kind: str) -> AnyJobSpec:
         spec["model"] = {"family": args.model, "config": config}
     else:
         spec["model"] = {"config": config}
+        for item in args.family_config or []:
+            family, sep, pair = item.partition(":")
+            if not sep:
+                raise UserInputError(
+                    f"--family-config takes FAMILY:KEY=VALUE, e.g. vl-jepa:y_lr_mult=0.05; got {item!r}"
+                )
+            own = spec["model"].setdefault("families", {}).setdefault(family, {})
+            own |= key_values([pair], "--family-config")
         if args.families:
             spec["families"] = args.families.split(",")
         spec["seeds"] = args.seeds
@@ -544,6 +552,13 @@ def register(sub: Any) -> None:
     p = sub.add_parser("compare", help="train every family on the same data and budget over seeds")
     p.add_argument("--families", help="comma-separated families (default: all)")
     p.add_argument("--seeds", type=int, default=3)
+    p.add_argument(
+        "--family-config",
+        action="append",
+        metavar="FAMILY:KEY=VALUE",
+        help="one family's config override, over --config: vl-jepa:y_lr_mult=0.05, "
+        "token-vlm:vocabulary=full (repeatable)",
+    )
     _add_run_options(p)
     p.set_defaults(func=cmd_job, nodes=1)
 

@@ -100,7 +100,6 @@ def _compare_job(
 ) -> dict[str, Any]:
     families = list(spec.families or family_names())
     base_seed = spec.hyperparameters.seed or 0
-    model_config = dict(spec.model.config) if spec.model else {}
     full = _open(spec.dataset, on_event)
     splits = Splits.for_training(full)
     runs = []
@@ -109,7 +108,7 @@ def _compare_job(
             emit_log(on_event, f"compare: {family}, seed {seed}")
             run = RunSpec(
                 family=family,
-                model_config=model_config,
+                model_config=spec.model.for_family(family) if spec.model else {},
                 dataset=spec.dataset,
                 train=train_values(spec.hyperparameters, spec.budget, seed),
                 evaluation=spec.evaluation,

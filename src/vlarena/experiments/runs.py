@@ -21,6 +21,7 @@ from vlarena.files import read_json, write_json
 from vlarena.jobs.spec import DatasetSpec
 from vlarena.models.base import VLModel
 from vlarena.models.registry import build_model, load_model, make_config, save_model
+from vlarena.nn.flops import count_flops
 from vlarena.rundirs import RunDir
 from vlarena.training.auxiliary import train_auxiliary
 from vlarena.training.distributed import DistContext, init_distributed, shutdown_distributed
@@ -70,9 +71,10 @@ def train_run(
     distinct = len(set(targets))
     on_event(ProgressEvent("prepare-texts", 0, distinct, "texts"))
     started = time.perf_counter()
-    model.prepare_texts(targets)
+    _, target_flops = count_flops(lambda: model.prepare_texts(targets))
+    target_seconds = time.perf_counter() - started
     on_event(ProgressEvent("prepare-texts", distinct, distinct, "texts"))
-    emit_log(on_event, f"prepared {distinct} target texts in {time.perf_counter() - started:.1f} s")
+    emit_log(on_event, f"prepared {distinct} target texts in {target_seconds:.1f} s")
     train_visual = visual_inputs(model, splits.train, splits.full, on_event)
     val_visual = visual_inputs(model, splits.val, splits.full, on_event)
     if tcfg.eval_every_samples is None and run.curve_points > 0:
@@ -101,13 +103,24 @@ def train_run(
         return {}
     stage = model.auxiliary_stage(targets)
     auxiliary: dict[str, float] = {}
-    stages = {
+    per_sample = result.flops_per_sample
+    stages: dict[str, dict[str, Any]] = {
+        # Encoding the distinct target texts once (VL-JEPA's frozen Y-encoder; nothing for the
+        # token VLM, whose targets are its token ids).
+        "target-encoding": {
+            "learnedParameters": 0,
+            "texts": distinct,
+            "seconds": target_seconds,
+            "flops": target_flops,
+        },
         "main": {
             "learnedParameters": main_learned,
             "samples": result.samples_seen,
             "seconds": result.train_seconds,
             "samplesPerSecond": result.samples_per_second,
-        }
+            "flopsPerSample": per_sample,
+            "flops": per_sample * result.samples_seen if per_sample is not None else None,
+        },
     }
     if stage is not None:
         auxiliary = train_auxiliary(stage, tcfg.seed, on_event)
@@ -115,11 +128,14 @@ def train_run(
         learned |= own
         seconds = auxiliary[f"{stage.name}_seconds"]
         samples = stage.steps * stage.batch_size
+        aux_per_sample = auxiliary[f"{stage.name}_flops_per_sample"]
         stages[stage.name] = {
             "learnedParameters": sum(own.values()),
             "samples": samples,
             "seconds": seconds,
             "samplesPerSecond": samples / max(seconds, 1e-9),
+            "flopsPerSample": aux_per_sample,
+            "flops": aux_per_sample * samples,
         }
     save_model(model, run_dir.model)
     write_json(run_dir.run_file, run.describe())
@@ -139,8 +155,13 @@ def train_run(
         train_captions=splits.train.captions(),
         on_event=on_event,
     )
+    counted = [st.get("flops") for st in stages.values()]
+    train_flops = None if None in counted else sum(float(f) for f in counted if f is not None)
     record = {
         "family": run.family,
+        # Training FLOPs of every stage (None when a resumed run ran no step to count).
+        "trainFlops": train_flops,
+        "inferenceFlops": inference_flops(model, test_visual, splits.test.captions()),
         "seed": tcfg.seed,
         "config": model.describe()["config"],
         "trainableParameters": evaluation["trainable_parameters"],
@@ -167,6 +188,18 @@ def train_run(
     write_json(run_dir.result, record)
     run_dir.checkpoint.unlink(missing_ok=True)
     return record
+
+
+@torch.no_grad()
+def inference_flops(model: VLModel, visual: torch.Tensor, captions: list[str]) -> dict[str, int]:
+    """FLOPs per test image of what serving does after the X-encoder's features: choosing
+    among 10 candidate captions, and writing one caption."""
+    if len(visual) == 0 or len(captions) < 10:
+        return {}
+    one = visual[:1].to(model.device)
+    _, choose = count_flops(lambda: model.score_candidates(one, captions[:10]))
+    _, caption = count_flops(lambda: model.generate(one))
+    return {"choose10": choose, "caption": caption}
 
 
 def trained_dataset(run_dir: RunDir) -> DatasetSpec:

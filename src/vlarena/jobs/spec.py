@@ -84,8 +84,28 @@ class ModelOverrides(SpecModel):
         default_factory=dict,
         description='Overrides of every compared family\'s config, e.g. {"preset": "tiny"}.',
     )
+    families: dict[ModelFamily, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Per-family overrides applied over `config`: what one family has and the "
+        'other lacks, or a size per family, e.g. {"vl-jepa": {"y_lr_mult": 0.05}, '
+        '"token-vlm": {"vocabulary": "full"}}.',
+    )
 
     _config_names = field_validator("config")(_check_model_config)
+
+    @field_validator("families")
+    @classmethod
+    def _family_config_names(
+        cls, families: dict[ModelFamily, dict[str, Any]]
+    ) -> dict[ModelFamily, dict[str, Any]]:
+        for config in families.values():
+            _check_model_config(config)
+        return families
+
+    def for_family(self, family: str) -> dict[str, Any]:
+        """The config overrides of one family: the shared ones, then its own."""
+        own = {str(name): config for name, config in self.families.items()}.get(family, {})
+        return {**self.config, **own}
 
 
 class DatasetSpec(SpecModel):

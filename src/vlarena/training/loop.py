@@ -18,6 +18,7 @@ from torch.nn.parallel import DistributedDataParallel
 from vlarena.events import ArtifactEvent, MetricEvent, OnEvent, ProgressEvent, emit_log, ignore
 from vlarena.files import atomic_path
 from vlarena.models.base import VLModel
+from vlarena.nn.flops import count_flops
 from vlarena.training.distributed import DistContext
 from vlarena.training.examples import ExampleSource, gather_visual
 from vlarena.training.optim import lr_factor, make_optimizer, set_lr
@@ -74,6 +75,8 @@ class TrainResult:
     samples_per_second: float
     train_seconds: float
     curve: list[dict[str, Any]] = field(default_factory=list)
+    # FLOPs of one sample's forward and backward pass (counted on the first step run here).
+    flops_per_sample: float | None = None
 
 
 def _atomic_torch_save(obj: Any, path: Path) -> None:
@@ -118,6 +121,7 @@ class Trainer:
         self.curve: list[dict[str, Any]] = []
         self.train_seconds = 0.0
         self.last_loss = float("nan")
+        self.flops_per_sample: float | None = None
         self._ddp = (
             DistributedDataParallel(
                 model, device_ids=[self.device.index] if self.device.type == "cuda" else None
@@ -190,10 +194,19 @@ class Trainer:
             self.optimizer,
             lr_factor(self.step, cfg.total_steps, cfg.warmup_steps, cfg.min_lr_ratio),
         )
-        with self._autocast():
-            loss, _ = self._ddp(batch) if self._ddp else self.model(batch)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+
+        def forward_backward() -> torch.Tensor:
+            with self._autocast():
+                loss, _ = self._ddp(batch) if self._ddp else self.model(batch)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            return loss
+
+        if self.flops_per_sample is None:  # counted once: every full step costs the same
+            loss, flops = count_flops(forward_backward)
+            self.flops_per_sample = flops / max(len(local), 1)
+        else:
+            loss = forward_backward()
         if cfg.grad_clip:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
         self.optimizer.step()
@@ -271,4 +284,5 @@ class Trainer:
             samples_per_second=self.samples_seen / max(self.train_seconds, 1e-9),
             train_seconds=self.train_seconds,
             curve=self.curve,
+            flops_per_sample=self.flops_per_sample,
         )

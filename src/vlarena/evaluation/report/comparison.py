@@ -197,6 +197,31 @@ def comparison_table(
         group="size and speed",
     )
     add(
+        "trainFlops",
+        "training FLOPs, every stage (target encoding, main loop, Y-decoder)",
+        "FLOPs",
+        "lower",
+        per_seed("trainFlops"),
+        group="size and speed",
+    )
+    for item, label in (
+        ("choose10", "inference FLOPs per caption choice among 10 (after image features)"),
+        ("caption", "inference FLOPs per written caption (after image features)"),
+    ):
+        add(
+            f"inferenceFlops.{item}",
+            label,
+            "FLOPs",
+            "lower",
+            {
+                f: _stat([float(b["seeds"][0]["inferenceFlops"][item])])
+                if item in (b["seeds"][0].get("inferenceFlops") or {})
+                else None
+                for f, b in families.items()
+            },
+            group="size and speed",
+        )
+    add(
         "latencyMsPerImage",
         "caption latency (training job, batch 1)",
         "ms",

@@ -83,6 +83,8 @@ def _e(value: Any) -> str:
 def _num(value: float | None, digits: int = 3) -> str:
     if value is None:
         return "–"
+    if abs(value) >= 1e9:  # FLOPs
+        return f"{value:.2e}"
     if abs(value) >= 1000:
         return f"{value:,.0f}"
     if abs(value) >= 100:
