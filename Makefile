@@ -27,7 +27,7 @@ IMAGE_APT_PACKAGES := buildah podman runc catatonit mmdebstrap uidmap fuse-overl
 IMAGE_PY_PACKAGES := cyclonedx-python-lib[json-validation]==11.12.0 podman-compose==1.6.0
 IMAGE_NICE := nice -n 19 ionice -c3
 
-.PHONY: setup system-deps test lint bench-models bench-gateway bench-serving bench-limits bench-scoring demo gpu-check clean deploy-tools chart-files \
+.PHONY: setup system-deps test lint bench-models bench-gateway bench-serving bench-limits bench-scoring bench-training demo gpu-check clean deploy-tools chart-files \
 	chart-lint hadolint gateway-lock image-tools images images-test pin-bases
 
 setup: system-deps $(STAMP) $(DEPS)/node_modules/emoji-datasource-twitter/emoji.json deploy-tools
@@ -161,6 +161,11 @@ bench-limits: setup
 # vocabularies, and a retrieval pool of 1,000; writes bench-out/scoring.json.
 bench-scoring: setup
 	$(BIN)/python -m vlarena.bench.scoring $(BENCH_ARGS)
+
+# Model FLOP utilisation of each family's training step (small preset, batch 64) and of
+# VL-JEPA's Y-decoder stage, with a profile of the step; writes bench-out/training.json.
+bench-training: setup
+	$(BIN)/python -m vlarena.bench.training $(BENCH_ARGS)
 
 # The local platform end to end: Redis, Triton, a worker, the gateway and triton-sync start on
 # free ports; a compare job runs through the API; the better family is promoted and queried.

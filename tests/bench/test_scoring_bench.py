@@ -41,3 +41,16 @@ def test_limits_are_measured_once_per_machine(tmp_path, monkeypatch):
     assert limits.load_limits(tmp_path) == first and calls == []  # read back, not measured
     text = limits.report(first)
     assert "GEMM fp32" in text and "memory copy" in text
+
+
+def test_the_training_bench_measures_a_step_and_where_its_time_goes():
+    from vlarena.bench import training
+
+    assert training._category("aten::addmm") == "matrix products"
+    assert training._category("aten::_foreach_mul_") == "optimiser"
+    assert training._category("aten::gelu") == "element-wise and other"
+    [(stage, step, batch)] = training.family_steps("token-vlm", batch=4)
+    r = training.measure(stage, step, batch, steps=1, rounds=2, peak=1e11)
+    assert r["stage"] == "main" and r["flopsPerSample"] > 0
+    assert 0 < r["mfu"] < 1 and r["mfuInterval"][0] <= r["mfu"] <= r["mfuInterval"][1]
+    assert abs(sum(r["profile"].values()) - 1) < 1e-6 and "matrix products" in r["profile"]
