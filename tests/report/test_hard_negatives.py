@@ -70,3 +70,25 @@ def test_a_scorer_blind_to_order_is_at_chance_on_hard_negatives_only():
     se = math.sqrt(0.1 * 0.9 / hard.n)
     assert abs(hard.value - 0.1) < 3 * se, hard
     assert hard.items is not None and len(hard.items) == hard.n
+
+
+class AlwaysFirstClass:
+    """Answers the same class for every image: what an untrained model often does."""
+
+    def score_candidates(self, visual, candidates, queries=None):
+        return torch.tensor([[1.0] + [0.0] * (len(c) - 1) for c in candidates])
+
+
+def test_unbalanced_classes_raise_zero_shot_chance_to_the_majority_share():
+    from vlarena.evaluation.evaluate import zeroshot
+
+    info = DatasetInfo(name="cats", label_template="a {label}", classes=("a", "b", "c", "d"))
+    labels = ["a"] * 70 + ["b"] * 10 + ["c"] * 10 + ["d"] * 10
+    records = [Record(id=f"r{i}", image="/x.png", label=lab) for i, lab in enumerate(labels)]
+    ds = Dataset(info, records, Path("/nowhere/manifest.jsonl"), "0" * 16)
+    visual = torch.zeros(len(records), 1)
+    m = zeroshot(AlwaysFirstClass(), ds, visual, EvalConfig())
+    top1, balanced = m["zeroshot_top1"], m["zeroshot_balanced"]
+    assert top1.value == 0.7 and top1.chance == 0.7 and top1.z == 0  # no better than constant
+    assert balanced.value == 0.25 and balanced.chance == 0.25  # one class of four recalled
+    assert balanced.items is not None and balanced.items.mean() == 0.25

@@ -207,9 +207,18 @@ def zeroshot(
     truth = np.array(targets)
     n, c = len(rows), len(classes)
     top1, top5 = topk_hits(scores, truth, 1), topk_hits(scores, truth, 5)
+    counts = np.bincount(truth, minlength=c)
+    # Where classes are unbalanced, always answering the most frequent one beats 1/C: that is
+    # top-1's chance. Balanced accuracy (the mean of the per-class recalls) has chance 1/C
+    # whatever the balance; each item weighs 1 / (classes present × its class's count), so
+    # the mean of its per-item scores is the balanced accuracy.
+    majority = float(counts.max() / n)
+    present = int((counts > 0).sum())
+    balanced = top1 * n / (present * counts[truth])
     return {
-        "zeroshot_top1": Metric(float(top1.mean()), 1 / c, n, items=top1),
+        "zeroshot_top1": Metric(float(top1.mean()), max(1 / c, majority), n, items=top1),
         "zeroshot_top5": Metric(float(top5.mean()), min(1.0, 5 / c), n, items=top5),
+        "zeroshot_balanced": Metric(float(balanced.mean()), 1 / present, n, items=balanced),
     }
 
 

@@ -31,6 +31,7 @@ METRIC_LABELS = {
     "t2i_r10@": "text→image R@10 among {n}",
     "zeroshot_top1": "zero-shot top-1",
     "zeroshot_top5": "zero-shot top-5",
+    "zeroshot_balanced": "zero-shot balanced accuracy (mean per-class recall)",
     "vqa_accuracy": "multiple-choice VQA",
     "cider": "CIDEr-D",
     "bleu4": "BLEU-4",
