@@ -137,56 +137,24 @@ def test_a_bad_setting_names_its_field():
         cli_spec([*ARGV, "--set", "hyperparameters.colour=1"])
 
 
+COMPARE_ARGV = ["compare", "--dataset", "fashion-grid", "--budget-samples", "64", "--out", "/x"]
+
+
 def test_a_compare_spec_takes_a_config_block_per_family():
-    spec = cli_spec(
-        [
-            "compare",
-            "--dataset",
-            "fashion-grid",
-            "--budget-samples",
-            "64",
-            "--out",
-            "/tmp/x",
-            "--preset",
-            "tiny",
-            "--family-config",
-            "vl-jepa:y_lr_mult=0.05",
-            "--family-config",
-            "token-vlm:vocabulary=full",
-            "--family-config",
-            "token-vlm:preset=small",
-        ]
-    )
+    own = ["vl-jepa:y_lr_mult=0.05", "token-vlm:vocabulary=full", "token-vlm:preset=small"]
+    flags = [arg for item in own for arg in ("--family-config", item)]
+    spec = cli_spec([*COMPARE_ARGV, "--preset", "tiny", *flags])
     assert spec.model is not None
     assert spec.model.for_family("vl-jepa") == {"preset": "tiny", "y_lr_mult": 0.05}
     assert spec.model.for_family("token-vlm") == {"preset": "small", "vocabulary": "full"}
-    api = parse_job_spec(
-        {
-            "type": "compare",
-            "dataset": {"name": "fashion-grid"},
-            "budget": {"samples": 64},
-            "model": {"families": {"vl-jepa": {"y_lr_mult": 0.05}}},
-        }
-    )
+    api = parse_job_spec({**AS_COMPARE, "model": {"families": {"vl-jepa": {"y_lr_mult": 0.05}}}})
     assert api.model is not None and api.model.for_family("token-vlm") == {}
     with pytest.raises(SpecError, match="unknown preset"):
         parse_job_spec({**AS_COMPARE, "model": {"families": {"vl-jepa": {"preset": "huge"}}}})
     with pytest.raises(SpecError, match=r"model\.families"):
         parse_job_spec({**AS_COMPARE, "model": {"families": {"clip": {}}}})
     with pytest.raises(UserInputError, match="FAMILY:KEY=VALUE"):
-        cli_spec(
-            [
-                "compare",
-                "--dataset",
-                "fashion-grid",
-                "--budget-samples",
-                "64",
-                "--out",
-                "/tmp/x",
-                "--family-config",
-                "y_lr_mult=0.05",
-            ]
-        )
+        cli_spec([*COMPARE_ARGV, "--family-config", "y_lr_mult=0.05"])
 
 
 AS_COMPARE = {"type": "compare", "dataset": {"name": "fashion-grid"}, "budget": {"samples": 64}}

@@ -140,6 +140,21 @@ def peak_flops(limits: dict[str, Any], dtype: str = "fp32") -> float:
     return float(limits["gemm"][dtype]["peak"])
 
 
+BUSY_LOAD = 0.5  # a load average above this at the start marks a benchmark's figures noisy
+
+
+def announce(out: Path) -> tuple[float, dict[str, Any], float]:
+    """A benchmark's first line: the CPU, its fp32 peak and the load average, with a warning
+    when the machine is busy. Returns the load average, the limits and the peak."""
+    load = os.getloadavg()[0]
+    limits = load_limits(out)
+    peak = peak_flops(limits)
+    print(f"{limits['machine']['cpu']}: peak fp32 GEMM {peak / 1e9:.1f} GFLOP/s; load {load:.2f}")
+    if load > BUSY_LOAD:
+        print(f"  the machine was busy (load average {load:.2f}): figures may be noisy")
+    return load, limits, peak
+
+
 def report(figures: dict[str, Any]) -> str:
     m = figures["machine"]
     lines = [

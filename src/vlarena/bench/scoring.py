@@ -24,7 +24,6 @@ the pass per pair, and the pool of 1,000 within 5 minutes.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -34,7 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from vlarena.bench.limits import load_limits, peak_flops
+from vlarena.bench.limits import announce
 from vlarena.data.fashion_grid import CLASSES, caption_template, grid_slots
 from vlarena.data.templates import fill_template
 from vlarena.evaluation.statistics import median_interval
@@ -149,12 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pool-images", type=int, default=100)
     parser.add_argument("--out", type=Path, default=Path("bench-out"))
     args = parser.parse_args(argv)
-    load = os.getloadavg()[0]
-    limits = load_limits(args.out)
-    peak = peak_flops(limits)
-    print(f"{limits['machine']['cpu']}: peak fp32 GEMM {peak / 1e9:.1f} GFLOP/s; load {load:.2f}")
-    if load > 0.5:
-        print(f"  the machine was busy (load average {load:.2f}): figures may be noisy")
+    load, limits, peak = announce(args.out)
     captions = fashion_captions(POOL)
     results: dict[str, Any] = {"loadAverage": load, "limits": limits, "workloads": {}}
     met = True

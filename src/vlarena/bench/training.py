@@ -16,7 +16,6 @@ writes `<out>/training.json` and exits non-zero when a goal is missed.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -26,7 +25,7 @@ from typing import Any
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from vlarena.bench.limits import load_limits, peak_flops
+from vlarena.bench.limits import announce
 from vlarena.bench.scoring import fashion_captions
 from vlarena.evaluation.statistics import median_interval
 from vlarena.files import write_json
@@ -134,12 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--out", type=Path, default=Path("bench-out"))
     args = parser.parse_args(argv)
-    load = os.getloadavg()[0]
-    limits = load_limits(args.out)
-    peak = peak_flops(limits)
-    print(f"{limits['machine']['cpu']}: peak fp32 GEMM {peak / 1e9:.1f} GFLOP/s; load {load:.2f}")
-    if load > 0.5:
-        print(f"  the machine was busy (load average {load:.2f}): figures may be noisy")
+    load, limits, peak = announce(args.out)
     results: dict[str, Any] = {"loadAverage": load, "limits": limits, "families": {}}
     met = True
     for family in ("token-vlm", "vl-jepa"):
