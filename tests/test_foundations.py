@@ -111,3 +111,14 @@ def test_atomic_writes_give_files_the_mode_an_ordinary_write_would(tmp_path: Pat
     plain.write_text("x")
     atomic_write_text(atomic, "x")
     assert atomic.stat().st_mode & 0o777 == plain.stat().st_mode & 0o777
+
+
+def test_a_job_file_is_a_regular_file_inside_the_job_and_nothing_else(tmp_path: Path) -> None:
+    job = JobDir(tmp_path / "job")
+    (job.path / "run").mkdir(parents=True)
+    write_json(job.metrics, {"ok": True})
+    (tmp_path / "secret").write_text("no")
+    (job.path / "out").symlink_to(tmp_path / "secret")
+    assert job.file("metrics.json") == job.metrics.resolve()
+    for name in ("run", "absent.json", "../secret", "out", "metrics.json\x00.html", "/etc/passwd"):
+        assert job.file(name) is None, name

@@ -106,6 +106,18 @@ class JobDir:
 
     path: Path
 
+    def file(self, relative: str) -> Path | None:
+        """The regular file that a user's `relative` path names inside this directory, or
+        None where it names none: outside it (`..`, a link out), absent, not a file, or no
+        path at all (a NUL byte)."""
+        root = self.path.resolve()
+        try:
+            target = (root / relative).resolve()
+            inside = target.is_relative_to(root) and target.is_file()
+        except (OSError, ValueError):
+            return None
+        return target if inside else None
+
     @property
     def spec(self) -> Path:
         return self.path / SPEC_FILE

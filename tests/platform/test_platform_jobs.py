@@ -65,6 +65,8 @@ def test_train_job_succeeds_with_artifacts_and_a_registered_model(
         assert download.status_code == 200 and download.json()["families"]
         escape = client.get(f"/v1/jobs/{job['id']}/artifacts/..%2F..%2Fetc%2Fpasswd")
         assert escape.status_code == 404
+        nul = client.get(f"/v1/jobs/{job['id']}/artifacts/metrics.json%00")
+        assert nul.status_code == 404 and nul.json()["error"]["code"] == "not_found"
 
         versions = client.get("/v1/models/platform-test-model/versions").json()["items"]
         assert len(versions) == 1

@@ -101,6 +101,8 @@ def test_signed_links_are_checked(gateway_with_report, served_report):
     prefix = str(page.url).rsplit("/report/report.html", 1)[0]
     assert httpx.get(f"{prefix}/metrics.json").json()["schema"] == "vlarena.metrics/v3"
     assert httpx.get(f"{prefix}/..%2F..%2F..%2Fetc%2Fpasswd").status_code == 404
+    nul = httpx.get(f"{prefix}/metrics.json%00.html")  # a NUL byte is no path: 404, not 500
+    assert nul.status_code == 404 and nul.json()["error"]["code"] == "not_found"
     # No link, a tampered one, an expired one: 401, each saying which.
     assert httpx.get(f"{base}/v1/jobs/{job}/report").json()["error"]["code"] == "link_required"
     url = httpx.URL(served_report)

@@ -5,8 +5,10 @@ from __future__ import annotations
 import hashlib
 import re
 import shutil
+import struct
 import urllib.parse
 import urllib.request
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -56,6 +58,20 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
+# What Pillow raises on a damaged file: a broken PNG chunk is a SyntaxError, a truncated
+# header an EOFError or struct.error, a corrupt deflate stream a zlib.error.
+DECODE_ERRORS = (
+    OSError,
+    ValueError,
+    SyntaxError,
+    EOFError,
+    IndexError,
+    struct.error,
+    zlib.error,
+    Image.DecompressionBombError,
+)
+
+
 def load_image(path_or_url: str, size: int) -> np.ndarray:
     """One image as a (3, size, size) float32 array in [-1, 1], resized bilinearly.
 
@@ -70,7 +86,7 @@ def load_image(path_or_url: str, size: int) -> np.ndarray:
             rgb = _to_rgb(image)
     except FileNotFoundError as err:
         raise ImageError(path_or_url, "file not found") from err
-    except (OSError, ValueError, Image.DecompressionBombError) as err:
+    except DECODE_ERRORS as err:
         raise ImageError(path_or_url, f"cannot decode: {err}") from err
     if rgb.size != (size, size):
         rgb = rgb.resize((size, size), Image.Resampling.BILINEAR)

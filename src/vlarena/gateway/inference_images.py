@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image
 
-from vlarena.data.images import _to_rgb
+from vlarena.data.images import DECODE_ERRORS, _to_rgb
 from vlarena.gateway.errors import ApiError
 from vlarena.serving.config import ServingSettings
 
@@ -58,7 +58,7 @@ def decode_image(data: bytes, size: int, index: int, settings: ServingSettings) 
         )
     try:
         image = Image.open(io.BytesIO(data))  # reads the header only
-    except (OSError, ValueError, Image.DecompressionBombError):
+    except DECODE_ERRORS:
         raise ApiError(
             415,
             "unsupported_media_type",
@@ -82,7 +82,7 @@ def decode_image(data: bytes, size: int, index: int, settings: ServingSettings) 
             )
         try:
             rgb = _to_rgb(image)
-        except (OSError, ValueError) as exc:
+        except DECODE_ERRORS as exc:
             raise ApiError(
                 415, "unsupported_media_type", f"images[{index}] cannot be decoded: {exc}"
             ) from None

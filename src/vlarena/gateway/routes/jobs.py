@@ -57,6 +57,7 @@ from vlarena.jobs.spec import (
 from vlarena.jobs.states import JobState
 from vlarena.jobs.store import JobStore, SubmissionConflict
 from vlarena.jobs.streams import StreamKind
+from vlarena.rundirs import JobDir
 
 log = logging.getLogger(__name__)
 
@@ -479,8 +480,7 @@ async def download_artifact(
     record = await _require_job(store, job_id)
     if not record.workdir:
         raise ApiError(404, "not_found", f"job {job_id} has no artifacts yet")
-    root = Path(record.workdir).resolve()
-    target = (root / path).resolve()
-    if not target.is_relative_to(root) or not target.is_file():
+    target = JobDir(Path(record.workdir)).file(path)
+    if target is None:
         raise ApiError(404, "not_found", f"no artifact {path!r} in job {job_id}")
     return FileResponse(target, filename=target.name)

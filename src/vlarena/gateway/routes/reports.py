@@ -38,6 +38,7 @@ from vlarena.gateway.schemas import example_response
 from vlarena.jobs.records import JobRecord, RecordModel
 from vlarena.jobs.spec import JobType
 from vlarena.jobs.states import JobState
+from vlarena.rundirs import JobDir
 
 router = APIRouter(tags=["reports"])
 
@@ -225,9 +226,8 @@ async def shared_file(
     record = await store.get(job_id)
     if record is None or not record.workdir:
         raise ApiError(404, "not_found", f"job {job_id} has no files")
-    root = Path(record.workdir).resolve()
-    target = (root / path).resolve()
-    if not target.is_relative_to(root) or not target.is_file():
+    target = JobDir(Path(record.workdir)).file(path)
+    if target is None:
         raise ApiError(404, "not_found", f"no file {path!r} in job {job_id}")
     media_type = mimetypes.guess_type(target.name)[0] or "application/octet-stream"
     return FileResponse(
