@@ -242,6 +242,17 @@ def test_limits_say_what_to_change(client_for, triton, registered, samples):
     text = base64.b64encode(b"not an image at all").decode()
     assert "PNG" in error(api.post("/v1/caption", json={"model": name, "image": text}), 415)
     assert "base64" in error(api.post("/v1/caption", json={"model": name, "image": "%%%"}), 422)
+    deep = "[" * 30_000 + "]" * 30_000  # a RecursionError in the JSON parser: 422, not 500
+    for route in ("/v1/caption", "/v1/classify"):
+        reply = api.post(route, content=deep, headers={"content-type": "application/json"})
+        assert "nested too deeply" in error(reply, 422)
+
+    def chunks():  # chunked: no Content-Length to refuse the body by
+        for _ in range(10):
+            yield b" " * 16384
+
+    reply = api.post("/v1/caption", content=chunks(), headers={"content-type": "application/json"})
+    assert "MiB or more" in error(reply, 413)
     reply = api.post("/v1/caption", content=b"x", headers={"content-type": "text/plain"})
     assert "multipart/form-data" in error(reply, 415)
     reply = api.post("/v1/classify", json={"model": name, "image": small, "labels": ["one"]})

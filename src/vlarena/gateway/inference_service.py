@@ -174,6 +174,27 @@ def _validation_error(exc: ValidationError) -> ApiError:
     return ApiError(422, "validation_error", f"{where}{first['message']}", details)
 
 
+def _too_large(size: int, limit: int) -> ApiError:
+    return ApiError(
+        413,
+        "payload_too_large",
+        f"the request is {size / 1048576:.1f} MiB or more; at most {limit / 1048576:.1f} MiB: "
+        "send fewer or smaller images",
+    )
+
+
+async def _capped_body(request: Request, limit: int) -> bytes:
+    """The body, read until it passes `limit` bytes (then 413): a chunked upload has no
+    Content-Length to check beforehand."""
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(size, limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 async def read_body(
     request: Request, model: type[Body], settings: ServingSettings
 ) -> tuple[Body, list[bytes]]:
@@ -183,19 +204,18 @@ async def read_body(
     limit = settings.inference_max_image_bytes * settings.inference_max_batch * 4 // 3 + 65536
     length = request.headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > limit:
-        raise ApiError(
-            413,
-            "payload_too_large",
-            f"the request is {int(length) / 1048576:.1f} MiB; at most {limit / 1048576:.1f} MiB: "
-            "send fewer or smaller images",
-        )
+        raise _too_large(int(length), limit)
     kind = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
     uploads: list[bytes] = []
     if kind == "application/json":
         try:
-            data = json.loads(await request.body() or b"null")
+            data = json.loads(await _capped_body(request, limit) or b"null")
         except ValueError:
             raise ApiError(422, "validation_error", "the body is not valid JSON") from None
+        except RecursionError:
+            raise ApiError(
+                422, "validation_error", "the body is JSON nested too deeply to read"
+            ) from None
     elif kind == "multipart/form-data":
         form = await request.form(max_files=settings.inference_max_batch + 1)
         fields = getattr(model, "model_fields", {})
