@@ -242,6 +242,8 @@ def test_limits_say_what_to_change(client_for, triton, registered, samples):
     text = base64.b64encode(b"not an image at all").decode()
     assert "PNG" in error(api.post("/v1/caption", json={"model": name, "image": text}), 415)
     assert "base64" in error(api.post("/v1/caption", json={"model": name, "image": "%%%"}), 422)
+    long = {"model": name, "image": small, "labels": ["a bag", "x" * 1001]}
+    assert error(api.post("/v1/classify", json=long), 422).startswith("labels[1]: 1,001 characters")
     deep = "[" * 30_000 + "]" * 30_000  # a RecursionError in the JSON parser: 422, not 500
     for route in ("/v1/caption", "/v1/classify"):
         reply = api.post(route, content=deep, headers={"content-type": "application/json"})

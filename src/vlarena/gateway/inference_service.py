@@ -241,4 +241,25 @@ async def read_body(
         body = model.model_validate(data)
     except ValidationError as exc:
         raise _validation_error(exc) from None
+    _check_text_lengths(body, settings.inference_max_text_chars)
     return body, uploads
+
+
+# The fields of inference requests that hold text for the tokenizer.
+TEXT_FIELDS = ("labels", "choices", "texts", "query", "question", "text")
+
+
+def _check_text_lengths(body: object, limit: int) -> None:
+    """422 for a text longer than `limit` characters: tokenising it would hold the event loop
+    for nothing the model can read (it sees at most 64 tokens)."""
+    for name in TEXT_FIELDS:
+        value = getattr(body, name, None)
+        texts = [value] if isinstance(value, str) else list(value or [])
+        for i, text in enumerate(texts):
+            if isinstance(text, str) and len(text) > limit:
+                where = name if isinstance(value, str) else f"{name}[{i}]"
+                raise ApiError(
+                    422,
+                    "validation_error",
+                    f"{where}: {len(text):,} characters; at most {limit:,}: shorten it",
+                )
