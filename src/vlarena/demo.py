@@ -261,9 +261,11 @@ def run_demo(
         job = api.submit_job(spec)
         job_id = job["id"]
         say(f"\nsubmitted compare job {job_id}; following its logs")
-        if spec.get("seeds", 3) < 3:
+        seeds = spec.get("seeds", 3)
+        if seeds < 3:
             say(
-                f"  (the demo trains {spec.get('seeds')} seed per family to stay short: the report"
+                f"  (the demo trains {seeds} seed{'s' if seeds > 1 else ''} per family to stay"
+                " short: the report"
                 " shows the numbers without a verdict, which needs at least 3 seeds; a compare"
                 " job's default is 3)"
             )

@@ -21,7 +21,7 @@ def test_a_linear_layer_counts_two_flops_per_multiply_add():
 
 
 def test_utilisation_is_achieved_rate_over_peak():
-    # 40,960 FLOPs in 1 ms is 40.96 MFLOP/s: 40.96% of a 100 MFLOP/s peak
-    assert utilisation(40_960, 1e-3, 100e6) == pytest.approx(0.4096)
+    # 40,960 FLOPs per item at 1,000 items/s is 40.96 MFLOP/s: 40.96% of a 100 MFLOP/s peak
+    assert utilisation(40_960, 1_000, 100e6) == pytest.approx(0.4096)
     with pytest.raises(ValueError):
-        utilisation(1, 0.0, 1.0)
+        utilisation(1, 1.0, 0.0)

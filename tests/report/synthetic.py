@@ -137,10 +137,9 @@ def _items(name: str, value: float, difficulty: np.ndarray) -> list[float]:
 
 
 def _with_paired(doc: dict[str, Any]) -> dict[str, Any]:
-    runs = [
-        {"family": fam, **seed} for fam, body in doc["families"].items() for seed in body["seeds"]
-    ]
-    doc["paired"] = paired_differences(runs, [r["itemScores"] for r in runs])
+    doc["paired"] = paired_differences(
+        {fam: [s["itemScores"] for s in body["seeds"]] for fam, body in doc["families"].items()}
+    )
     return doc
 
 

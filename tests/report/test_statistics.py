@@ -114,3 +114,15 @@ def test_fewer_than_three_seeds_give_no_verdict():
     few = decide("choose", "choosing", "caption_of_10", _paired(0.3, 0.01), STATS, {"a": 2, "b": 3})
     assert few["outcome"] == "too-few-seeds" and few["winner"] is None
     assert "at least 3" in few["sentence"]
+
+
+def test_secondary_metrics_are_listed_under_their_use_case_and_never_decide():
+    from vlarena.evaluation.report.verdict import verdict
+
+    names = ("caption_of_10", "hard_caption_of_10", "zeroshot_top1", "zeroshot_balanced")
+    summaries = {f: {n: dict(STATS[f]) for n in names} for f in ("a", "b")}
+    paired = {"caption_of_10": _paired(0.01, 0.005)}  # equal within the margin
+    paired["zeroshot_balanced"] = _paired(0.3, 0.01)  # a clear lead on a secondary metric
+    [choose] = verdict(summaries, paired=paired)["useCases"]
+    assert choose["primary"] == "caption_of_10" and choose["outcome"] == "equivalent"
+    assert {m["metric"] for m in choose["metrics"]} == set(names) - {"caption_of_10"}

@@ -40,7 +40,7 @@ from vlarena.evaluation.statistics import median_interval
 from vlarena.files import write_json
 from vlarena.models.registry import build_model, make_config
 from vlarena.models.token_vlm import TokenVLM
-from vlarena.nn.flops import count_flops
+from vlarena.nn.flops import count_flops, utilisation
 
 SPEEDUP_TARGET = 10.0
 POOL = 1000
@@ -118,8 +118,8 @@ def workload(
         "speedup": median_interval(speedups).as_dict(),
         "flopsPerPair": {"tree": flops_new / pairs, "pairs": flops_ref / pairs},
         "utilisation": {
-            "tree": flops_new / pairs * tree.median / peak,
-            "pairs": flops_ref / pairs * ref_rate.median / peak,
+            "tree": utilisation(flops_new / pairs, tree.median, peak),
+            "pairs": utilisation(flops_ref / pairs, ref_rate.median, peak),
         },
         "maxAbsDifference": diff,
         "agrees": diff <= TOLERANCE,

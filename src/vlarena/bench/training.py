@@ -30,7 +30,7 @@ from vlarena.bench.scoring import fashion_captions
 from vlarena.evaluation.statistics import median_interval
 from vlarena.files import write_json
 from vlarena.models.registry import build_model, make_config
-from vlarena.nn.flops import count_flops
+from vlarena.nn.flops import count_flops, utilisation
 from vlarena.training.optim import make_optimizer
 
 MFU_GOAL = 0.30
@@ -85,8 +85,11 @@ def measure(
         "batch": batch,
         "flopsPerSample": per_sample,
         "samplesPerSecond": interval.as_dict(),
-        "mfu": per_sample * interval.median / peak,
-        "mfuInterval": [per_sample * interval.low / peak, per_sample * interval.high / peak],
+        "mfu": utilisation(per_sample, interval.median, peak),
+        "mfuInterval": [
+            utilisation(per_sample, interval.low, peak),
+            utilisation(per_sample, interval.high, peak),
+        ],
         "profile": profile_step(step),
     }
 

@@ -1,4 +1,5 @@
-"""Intervals for figures measured several times: medians with distribution-free intervals."""
+"""Intervals: medians of repeated measurements (distribution-free), the difference between two
+families scored on the same items, and one family's mean (resampled over items and seeds)."""
 
 from __future__ import annotations
 

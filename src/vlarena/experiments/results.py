@@ -16,11 +16,10 @@ from vlarena.evaluation.statistics import mean_interval, paired_difference
 # v3 adds `paired`: per metric, the difference between the two families on the same test
 # items with its intervals (what the verdict decides from).
 METRICS_SCHEMA = "vlarena.metrics/v3"
+ItemScores = dict[str, list[float]]  # metric → its per-item scores, one run's
 
 
-def _summary(
-    seeds: list[dict[str, Any]], items: list[dict[str, list[float]] | None] | None = None
-) -> dict[str, Any]:
+def _summary(seeds: list[dict[str, Any]], items: list[ItemScores | None]) -> dict[str, Any]:
     names = sorted({k for s in seeds for k in s["metrics"]})
     out = {}
     for name in names:
@@ -33,29 +32,23 @@ def _summary(
             "n": first["n"],
             "seeds": len(values),
         }
-        scored = [i[name] for i in items or [] if i and name in i]
+        scored = [i[name] for i in items if i and name in i]
         if items and len(scored) == len(items) and len({len(x) for x in scored}) == 1:
             _, low, high = mean_interval(np.array(scored))
             out[name]["interval95"] = [low, high]
     return out
 
 
-def paired_differences(
-    runs: list[dict[str, Any]], items: list[dict[str, list[float]] | None]
-) -> dict[str, Any]:
-    """Per metric, the first family minus the second on the same test items (`items[i]` are
-    the per-item scores of `runs[i]`), for the metrics every seed of both families scored on
+def paired_differences(scores: dict[str, list[ItemScores | None]]) -> dict[str, Any]:
+    """Per metric, the first family minus the second on the same test items (`scores`: per
+    family, each seed's per-item scores), for the metrics every seed of both families scored on
     the same number of items. The use cases' primary metrics get intervals at the corrected
     level their decisions use."""
-    families = list(dict.fromkeys(r["family"] for r in runs))
-    if len(families) != 2:
+    families = list(scores)
+    if len(families) != 2 or any(s is None for seeds in scores.values() for s in seeds):
         return {}
-    scores: dict[str, list[dict[str, list[float]] | None]] = {f: [] for f in families}
-    for run, per_item in zip(runs, items, strict=True):
-        scores[run["family"]].append(per_item)
-    if any(s is None for seeds in scores.values() for s in seeds):
-        return {}
-    names = set.intersection(*(set(s) for seeds in scores.values() for s in seeds if s))
+    scored = [set(s) for seeds in scores.values() for s in seeds if s]
+    names = set.intersection(*scored) if scored else set()
     usable = sorted(
         n for n in names if len({len(s[n]) for seeds in scores.values() for s in seeds if s}) == 1
     )
@@ -78,12 +71,12 @@ def metrics_document(
     dataset: Dataset,
     budget: dict[str, Any],
     runs: list[dict[str, Any]],
-    items: list[dict[str, list[float]] | None] | None = None,
+    items: list[ItemScores | None] | None = None,
 ) -> dict[str, Any]:
     """metrics.json of the runs (result records of `train_run`) on `dataset` under `budget`;
     `items`, the runs' per-item scores, give the paired differences between the families."""
     families: dict[str, Any] = {}
-    run_items: dict[str, list[dict[str, list[float]] | None]] = {}
+    run_items: dict[str, list[ItemScores | None]] = {}
     for r, per_item in zip(runs, items or [None] * len(runs), strict=True):
         run_items.setdefault(r["family"], []).append(per_item)
     for r in runs:
@@ -112,7 +105,7 @@ def metrics_document(
         },
         "budget": budget,
         "families": families,
-        "paired": paired_differences(runs, items) if items is not None else {},
+        "paired": paired_differences(run_items) if items is not None else {},
     }
 
 

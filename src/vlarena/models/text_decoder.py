@@ -174,6 +174,8 @@ class TextDecoder(nn.Module):
         b = memory.shape[0]
         per_row = self._candidate_lists(b, candidates)
         queries = queries or [None] * b
+        if tree is False:
+            return self.score_pairs(memory, per_row, queries)
         n_cands = len(per_row[0])
         trees: dict[tuple[str | None, tuple[str, ...]], PrefixTree] = {}
         row_trees = []
@@ -183,7 +185,7 @@ class TextDecoder(nn.Module):
                 ids = [self._sequence(c, query) for c in cands]
                 trees[key] = build_tree([s for s, _ in ids], [n for _, n in ids])
             row_trees.append(trees[key])
-        if not (self._tree_pays(row_trees) if tree is None else tree):
+        if tree is None and not self._tree_pays(row_trees):
             return self.score_pairs(memory, per_row, queries)
         scores = memory.new_empty(b, n_cands)
         start = 0

@@ -23,8 +23,9 @@ def count_flops(fn: Callable[[], T]) -> tuple[T, int]:
     return result, int(counter.get_total_flops())
 
 
-def utilisation(flops: float, seconds: float, peak_flops_per_second: float) -> float:
-    """Model FLOP utilisation: the FLOP/s achieved as a fraction of the machine's peak."""
-    if seconds <= 0 or peak_flops_per_second <= 0:
-        raise ValueError("seconds and the peak must be positive")
-    return flops / seconds / peak_flops_per_second
+def utilisation(flops_per_item: float, items_per_second: float, peak: float) -> float:
+    """Model FLOP utilisation: the FLOP/s achieved (FLOPs per item × items per second) as a
+    fraction of the machine's peak FLOP/s."""
+    if items_per_second < 0 or peak <= 0:
+        raise ValueError("the rate must not be negative and the peak must be positive")
+    return flops_per_item * items_per_second / peak

@@ -25,7 +25,14 @@ USE_CASES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     (
         "choose",
         "choosing among known texts: retrieval, zero-shot classification, caption matching",
-        ("caption_of_", "hard_caption_of_", "i2t_r1@", "t2i_r1@", "zeroshot_top1", "zeroshot_bal"),
+        (
+            "caption_of_",
+            "hard_caption_of_",
+            "i2t_r1@",
+            "t2i_r1@",
+            "zeroshot_top1",
+            "zeroshot_balanced",
+        ),
     ),
     ("answer", "answering multiple-choice questions about an image", ("vqa_accuracy",)),
     ("describe", "writing free-form captions", ("cider", "bleu4")),
