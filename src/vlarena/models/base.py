@@ -13,6 +13,8 @@ from vlarena.data.tokenizer import Vocabulary
 from vlarena.models.x_encoders import XEncoder
 
 Batch = dict[str, Any]
+# Where a family's text side starts: from pretrained MiniLM, or at random (README, "Priors").
+TEXT_PRIORS = ("pretrained", "scratch")
 
 
 @dataclass
@@ -31,6 +33,7 @@ class AuxiliaryStage:
     warmup_steps: int = 100
     min_lr_ratio: float = 0.1
     grad_clip: float = 1.0
+    prepare_flops: int = 0  # spent before its steps (e.g. predicting what it learns from)
 
 
 class VLModel(nn.Module):
@@ -96,9 +99,21 @@ class VLModel(nn.Module):
         """Precomputes what the model needs of the texts it will read (cached target
         embeddings), so that training steps measure only training."""
 
-    def auxiliary_stage(self, texts: Sequence[str]) -> AuxiliaryStage | None:
-        """A part learned after the main loop from the training texts (VL-JEPA's Y-decoder),
-        which the training floor runs; None when the family has none."""
+    def auxiliary_stage(
+        self,
+        texts: Sequence[str],
+        examples: tuple[Tensor, Sequence[Sequence[str]]] | None = None,
+        samples: int | None = None,
+    ) -> AuxiliaryStage | None:
+        """A part learned after the main loop (VL-JEPA's Y-decoder), which the training floor
+        runs; None when the family has none. `texts` are the training targets, `examples` the
+        training images' visual inputs with their captions, `samples` what the main loop saw
+        (a stage sized to the budget scales with it)."""
+        return None
+
+    def prediction_cosine(self, visual: Tensor, texts: Sequence[str]) -> Tensor | None:
+        """Per image (B,), the cosine between the model's prediction and its text's target
+        embedding, where the model predicts embeddings (VL-JEPA); else None."""
         return None
 
     # --- bookkeeping ----------------------------------------------------------------------

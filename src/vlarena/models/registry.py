@@ -32,7 +32,6 @@ PRESETS: dict[str, dict[str, Any]] = {
         "decoder_layers": 1,
         "decoder_heads": 2,
         "decoder_d_ff": 128,
-        "decoder_samples": 4000,
     },
     "small": {"d_model": 256, "n_layers": 2, "n_heads": 4, "d_ff": 1024},
     "base": {"d_model": 512, "n_layers": 4, "n_heads": 8, "d_ff": 2048},
@@ -45,7 +44,7 @@ class Family:
     build: Callable[[Any, Sequence[str], dict[str, Any] | None], VLModel]
 
 
-def _vocabulary(kind: str, texts: Sequence[str], state: dict[str, Any] | None) -> Vocabulary:
+def _vocabulary(kind: str | None, texts: Sequence[str], state: dict[str, Any] | None) -> Vocabulary:
     tok = WordPieceTokenizer.minilm()
     if state is not None:
         return Vocabulary.from_dict(state["vocab"], tok)
@@ -61,7 +60,10 @@ def _vocabulary(kind: str, texts: Sequence[str], state: dict[str, Any] | None) -
 def _build_token_vlm(
     cfg: TokenVLMConfig, texts: Sequence[str], state: dict[str, Any] | None
 ) -> TokenVLM:
-    return TokenVLM(cfg, _vocabulary(cfg.vocabulary, texts, state))
+    model = TokenVLM(cfg, _vocabulary(cfg.vocabulary, texts, state))
+    if state is None:  # a loaded model's weights come from its file
+        model.apply_text_prior()
+    return model
 
 
 def _build_vl_jepa(cfg: VLJEPAConfig, texts: Sequence[str], state: dict[str, Any] | None) -> VLJEPA:

@@ -11,9 +11,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vlarena.data.tokenizer import Vocabulary
-from vlarena.models.base import Batch, VLModel
+from vlarena.models.base import TEXT_PRIORS, Batch, VLModel
+from vlarena.models.errors import ConfigError
 from vlarena.models.text_decoder import TextDecoder
 from vlarena.models.x_encoders import XEncoder, XEncoderConfig, build_x_encoder
+from vlarena.models.y_encoder import minilm_word_embeddings, pca_embeddings
 from vlarena.nn import LearnedPositionalEncoding, init_weights
 
 
@@ -25,11 +27,24 @@ class TokenVLMConfig:
     n_heads: int = 4
     d_ff: int = 1024
     dropout: float = 0.1
-    # "captions": only the WordPiece ids the training texts use; "full": all 30,522. The full
-    # vocabulary's embedding and output layers dominate a small model's size and cost.
-    vocabulary: str = "captions"
+    # "scratch": token embeddings drawn at random; "pretrained": MiniLM's word-piece table
+    # projected to d_model by PCA, tied to the output layer (VL-JEPA's default prior is MiniLM).
+    text_prior: str = "scratch"
+    # "captions": only the WordPiece ids the training texts use; "full": all 30,522 (the
+    # default of the pretrained prior, so unseen words keep their pretrained embedding). The
+    # full vocabulary's embedding and output layers dominate a small model's size and cost.
+    vocabulary: str | None = None
     max_text_len: int = 64
     label_smoothing: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.text_prior not in TEXT_PRIORS:
+            raise ConfigError(
+                "model.config.text_prior",
+                f"text_prior must be one of {', '.join(TEXT_PRIORS)}, got {self.text_prior!r}",
+            )
+        if self.vocabulary is None:
+            self.vocabulary = "full" if self.text_prior == "pretrained" else "captions"
 
 
 class Projector(nn.Module):
@@ -62,6 +77,18 @@ class TokenVLM(VLModel):
         self.text = TextDecoder(
             vocab, cfg.d_model, cfg.n_layers, cfg.n_heads, cfg.d_ff, cfg.dropout, cfg.max_text_len
         )
+        if cfg.text_prior == "pretrained":
+            self.text.lm_head.weight = self.text.tok_emb.weight  # tied: (V, d) both ways
+
+    def apply_text_prior(self) -> None:
+        """Initialises a new model's token embeddings from its prior: under "pretrained", the
+        rows of its vocabulary in MiniLM's word-piece table, PCA-projected to d_model (fitted on
+        the whole table) at the scale of the random init they replace."""
+        if self.cfg.text_prior != "pretrained":
+            return
+        table = pca_embeddings(minilm_word_embeddings(), self.cfg.d_model, std=0.02)
+        with torch.no_grad():
+            self.text.tok_emb.weight.copy_(table[list(self.vocab.wordpiece_ids)])
 
     def memory(self, visual: Tensor) -> Tensor:
         """Projected visual tokens (B, Nv, d) that the decoder cross-attends to."""

@@ -1,7 +1,8 @@
 """VL-JEPA (Chen et al., arXiv 2512.10942): predict the embedding of the target text instead of
 its tokens. X-encoder → projector → bidirectional predictor over [visual; query] tokens → mean
-→ head, against a MiniLM Y-encoder + head, with bidirectional InfoNCE. A small Y-decoder turns
-embeddings into text only when text is asked for."""
+→ head, against a Y-encoder + head (pretrained MiniLM, or a text encoder trained from scratch),
+with bidirectional InfoNCE. A small Y-decoder turns embeddings into text only when text is
+asked for."""
 
 from __future__ import annotations
 
@@ -16,13 +17,15 @@ from torch import Tensor, nn
 
 from vlarena.data.locations import cache_dir
 from vlarena.data.tokenizer import Vocabulary
-from vlarena.models.base import AuxiliaryStage, Batch, VLModel
+from vlarena.models.base import TEXT_PRIORS, AuxiliaryStage, Batch, VLModel
+from vlarena.models.errors import ConfigError
 from vlarena.models.losses import InfoNCE
 from vlarena.models.text_decoder import TextDecoder
 from vlarena.models.token_vlm import Projector
 from vlarena.models.x_encoders import XEncoder, XEncoderConfig, build_x_encoder
-from vlarena.models.y_encoder import EmbeddingCache, MiniLM
+from vlarena.models.y_encoder import EmbeddingCache, MiniLM, ScratchTextEncoder
 from vlarena.nn import LearnedPositionalEncoding, TransformerEncoder, init_weights
+from vlarena.nn.flops import count_flops
 
 
 @dataclass
@@ -34,6 +37,9 @@ class VLJEPAConfig:
     d_ff: int = 1024
     dropout: float = 0.1
     embed_dim: int = 256  # the shared space of predictions and targets
+    # "pretrained": targets from MiniLM; "scratch": from a text encoder of this config's size,
+    # randomly initialised and trained with the predictor (the token VLM's default prior).
+    text_prior: str = "pretrained"
     # Learning-rate multiplier of the MiniLM Y-encoder: the paper's 0.05, or 0 to freeze it
     # (its embeddings are then computed once per text and cached: the default on CPU).
     y_lr_mult: float = 0.0
@@ -46,11 +52,38 @@ class VLJEPAConfig:
     decoder_heads: int = 4
     decoder_d_ff: int = 1024
     decoder_prefix: int = 4  # memory vectors the embedding is expanded into
-    decoder_samples: int = 20000
+    # Samples the Y-decoder learns from; None: as many as the predictor saw (its budget).
+    decoder_samples: int | None = None
     decoder_batch_size: int = 64
     decoder_lr: float = 1e-3
+    # Share of each Y-decoder batch taken from the predictor's own embeddings of training images
+    # (what it decodes at test time); the rest are target embeddings of all training texts
+    # with noise, which teach it every text, answers included.
+    decoder_prediction_share: float = 0.5
     decoder_noise: float = 0.1  # noise on target embeddings, so predicted ones decode too
     max_text_len: int = 64
+
+    def __post_init__(self) -> None:
+        if self.text_prior not in TEXT_PRIORS:
+            raise ConfigError(
+                "model.config.text_prior",
+                f"text_prior must be one of {', '.join(TEXT_PRIORS)}, got {self.text_prior!r}",
+            )
+        if not 0.0 <= self.decoder_prediction_share <= 1.0:
+            raise ConfigError(
+                "model.config.decoder_prediction_share",
+                f"must be in [0, 1], got {self.decoder_prediction_share}",
+            )
+        if self.text_prior == "scratch" and self.y_lr_mult:
+            raise ConfigError(
+                "model.config.y_lr_mult",
+                "applies to the pretrained MiniLM Y-encoder; a scratch Y-encoder trains at the "
+                "full learning rate (leave y_lr_mult out)",
+            )
+
+
+# Y-decoder samples when the main loop's count is unknown (an auxiliary stage built alone).
+DEFAULT_DECODER_SAMPLES = 20000
 
 
 def text_ids(texts: Sequence[str]) -> Tensor:
@@ -64,14 +97,16 @@ def text_ids(texts: Sequence[str]) -> Tensor:
 
 
 class YEncoder(nn.Module):
-    """MiniLM (frozen with cached outputs, or trained at a small learning rate) + linear head."""
+    """A text backbone + linear head: MiniLM (frozen with cached outputs, or trained at a small
+    learning rate) or a `ScratchTextEncoder` (trained at the full rate)."""
 
-    def __init__(self, embed_dim: int, trainable: bool) -> None:
+    def __init__(self, embed_dim: int, backbone: MiniLM | ScratchTextEncoder, trainable: bool):
         super().__init__()
-        self.backbone = MiniLM()
-        self.trainable = trainable
-        self.backbone.requires_grad_(trainable)
-        self.head = nn.Linear(MiniLM.out_dim, embed_dim)
+        self.backbone = backbone
+        self.pretrained = isinstance(backbone, MiniLM)
+        self.trainable = trainable or not self.pretrained
+        self.backbone.requires_grad_(self.trainable)
+        self.head = nn.Linear(backbone.out_dim, embed_dim)
         init_weights(self.head)
         self.cache = EmbeddingCache(cache_dir() / "text-embeddings.sqlite")
 
@@ -82,8 +117,8 @@ class YEncoder(nn.Module):
         return self
 
     def pooled(self, texts: Sequence[str]) -> Tensor:
-        """MiniLM sentence embeddings (B, 384), through the cache when frozen."""
-        if self.trainable:
+        """The backbone's sentence embeddings (B, E), through the cache when frozen."""
+        if self.trainable or not isinstance(self.backbone, MiniLM):
             return self.backbone(texts)
         return self.cache.lookup(texts, self.backbone).to(self.head.weight.device)
 
@@ -125,7 +160,14 @@ class VLJEPA(VLModel):
         self.pred_head = nn.Linear(d, cfg.embed_dim)
         for m in (self.query_emb, self.pred_head):
             init_weights(m)
-        self.y_encoder = YEncoder(cfg.embed_dim, trainable=cfg.y_lr_mult > 0)
+        backbone = (
+            MiniLM()
+            if cfg.text_prior == "pretrained"
+            else ScratchTextEncoder(
+                vocab, d, cfg.n_layers, cfg.n_heads, cfg.d_ff, cfg.dropout, cfg.max_text_len
+            )
+        )
+        self.y_encoder = YEncoder(cfg.embed_dim, backbone, trainable=cfg.y_lr_mult > 0)
         self.loss_fn = InfoNCE(cfg.temperature, cfg.max_logit_scale)
         self.y_decoder = YDecoder(cfg, vocab)
         # The Y-decoder learns after the predictor (train_auxiliary), from target embeddings.
@@ -212,7 +254,7 @@ class VLJEPA(VLModel):
                 self.y_encoder.pooled(distinct[s : s + 1024])
 
     def lr_multipliers(self) -> dict[str, float]:
-        return {"y_encoder.backbone.": self.cfg.y_lr_mult}
+        return {"y_encoder.backbone.": self.cfg.y_lr_mult} if self.y_encoder.pretrained else {}
 
     def frozen_pretrained_prefixes(self) -> list[str]:
         prefixes = super().frozen_pretrained_prefixes()
@@ -258,9 +300,16 @@ class VLJEPA(VLModel):
         return texts
 
     # --- the Y-decoder -----------------------------------------------------------------------
-    def auxiliary_stage(self, texts: Sequence[str]) -> AuxiliaryStage:
-        """The Y-decoder, learned from target embeddings of the training texts (with noise, so
-        predicted embeddings decode too) to the texts."""
+    def auxiliary_stage(
+        self,
+        texts: Sequence[str],
+        examples: tuple[Tensor, Sequence[Sequence[str]]] | None = None,
+        samples: int | None = None,
+    ) -> AuxiliaryStage:
+        """The Y-decoder. Each batch mixes the predictor's embeddings of training images with
+        one of their captions (`decoder_prediction_share` of it: what the decoder reads at test
+        time) and target embeddings of every training text with noise (the rest). It learns
+        from as many samples as the predictor saw unless `decoder_samples` says otherwise."""
         cfg = self.cfg
         distinct = sorted(set(texts))
         device = self.device
@@ -268,10 +317,12 @@ class VLJEPA(VLModel):
             targets = torch.cat(
                 [self.encode_text(distinct[s : s + 512]) for s in range(0, len(distinct), 512)]
             ).to(device)
+        rows, predicted, prepare_flops = self._predicted_examples(examples)
+        share = round(cfg.decoder_batch_size * cfg.decoder_prediction_share) if rows else 0
         dec = self.y_decoder
 
         def loss(gen: torch.Generator) -> Tensor:
-            idx = torch.randint(len(distinct), (cfg.decoder_batch_size,), generator=gen)
+            idx = torch.randint(len(distinct), (cfg.decoder_batch_size - share,), generator=gen)
             emb = F.normalize(targets[idx.to(device)], dim=-1)
             emb = (
                 emb
@@ -279,10 +330,19 @@ class VLJEPA(VLModel):
                 * torch.randn(emb.shape, generator=gen).to(device)
                 / emb.shape[1] ** 0.5
             )
-            inputs, labels = dec.text.sequences([distinct[i] for i in idx.tolist()], device=device)
+            out = [distinct[i] for i in idx.tolist()]
+            if share:
+                picks = torch.randint(len(rows), (share,), generator=gen).tolist()
+                choice = torch.randint(1 << 30, (share,), generator=gen).tolist()
+                emb = torch.cat([emb, predicted[picks].to(device)])
+                for k, c in zip(picks, choice, strict=True):
+                    captions = rows[k]
+                    out.append(captions[c % len(captions)])
+            inputs, labels = dec.text.sequences(out, device=device)
             return dec.text.loss(inputs, labels, dec.memory(emb))
 
-        steps = max(1, cfg.decoder_samples // cfg.decoder_batch_size)
+        wanted = cfg.decoder_samples or samples or DEFAULT_DECODER_SAMPLES
+        steps = max(1, wanted // cfg.decoder_batch_size)
         return AuxiliaryStage(
             name="ydecoder",
             module=dec,
@@ -292,7 +352,50 @@ class VLJEPA(VLModel):
             learning_rate=cfg.decoder_lr,
             texts=len(distinct),
             warmup_steps=min(100, steps // 10),
+            prepare_flops=prepare_flops,
         )
+
+    @torch.no_grad()
+    def _predicted_examples(
+        self, examples: tuple[Tensor, Sequence[Sequence[str]]] | None
+    ) -> tuple[list[Sequence[str]], Tensor, int]:
+        """The captions of training images that have some, the predictor's normalised
+        embeddings of those images (N, D), and the FLOPs spent predicting them."""
+        if examples is None or self.cfg.decoder_prediction_share == 0:
+            return [], torch.zeros(0), 0
+        visual, captions = examples
+        keep = [i for i, cs in enumerate(captions) if cs]
+        if not keep:
+            return [], torch.zeros(0), 0
+        was_training = self.training
+        self.eval()
+        chosen = visual[keep]
+
+        def predict() -> Tensor:
+            return torch.cat(
+                [
+                    self.predict_embedding(chosen[s : s + 256].to(self.device))
+                    for s in range(0, len(chosen), 256)
+                ]
+            )
+
+        predicted, flops = count_flops(predict)
+        self.train(was_training)
+        return [captions[i] for i in keep], F.normalize(predicted, dim=-1), flops
+
+    @torch.no_grad()
+    def prediction_cosine(self, visual: Tensor, texts: Sequence[str]) -> Tensor:
+        """Cosine between the predicted embedding of each image and its text's target (B,)."""
+        pred = torch.cat(
+            [
+                self.predict_embedding(visual[s : s + 256].to(self.device))
+                for s in range(0, len(visual), 256)
+            ]
+        )
+        target = torch.cat(
+            [self.encode_text(texts[s : s + 256]) for s in range(0, len(texts), 256)]
+        ).to(pred.device)
+        return F.cosine_similarity(pred, target, dim=-1).cpu()
 
     @torch.no_grad()
     def decode_targets(self, texts: Sequence[str]) -> list[str]:

