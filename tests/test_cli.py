@@ -87,7 +87,7 @@ def trained(exported, tmp_path_factory) -> Path:
 
 def test_train_on_an_exported_manifest_writes_metrics_and_model(trained):
     doc = json.loads((trained / "metrics.json").read_text())
-    assert doc["schema"] == "vlarena.metrics/v3"
+    assert doc["schema"] == "vlarena.metrics/v4"
     seed = doc["families"]["token-vlm"]["seeds"][0]
     assert seed["steps"] == 5 and seed["samplesSeen"] == 80
     assert (trained / "run" / "model.pt").exists()

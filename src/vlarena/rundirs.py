@@ -3,7 +3,9 @@ path instead of spelling a file name.
 
 A job directory (`<artifact dir>/jobs/<id>/attempt-<n>`, or a CLI's `--out`) holds the job's
 spec, its metrics.json and, by job type, one run (`run/`), one run per family and seed
-(`<family>/seed<n>/`) or an evaluation. A run directory holds the saved model, what it was
+(`<family>/seed<n>/`) or an evaluation. A compare job that sweeps budgets keeps its largest
+budget's runs there and each smaller budget's in a job directory of its own under
+`budgets/<unit>-<amount>/`. A run directory holds the saved model, what it was
 trained from (`run.json`, the training captions), its result, its last checkpoint and its
 export for serving.
 """
@@ -31,6 +33,7 @@ SPEC_FILE = "spec.json"
 EVALUATION_FILE = "evaluation.json"
 JOB_RESULT_FILE = "job-result.json"  # what `run-job` leaves for the worker that launched it
 SINGLE_RUN_DIR = "run"
+BUDGETS_DIR = "budgets"
 _ATTEMPT = re.compile(r"attempt-(\d+)")
 
 
@@ -146,6 +149,10 @@ class JobDir:
     def seed_run(self, family: str, seed: int) -> RunDir:
         """One run of a compare job."""
         return RunDir(self.path / family / f"seed{seed}")
+
+    def at_budget(self, unit: str, amount: int) -> JobDir:
+        """The runs and metrics.json of one smaller budget of a compare job's sweep."""
+        return JobDir(self.path / BUDGETS_DIR / f"{unit}-{amount}")
 
     def seed_runs(self) -> list[RunDir]:
         """Every saved run of a compare job, by family and seed."""

@@ -85,6 +85,28 @@ class Settings(BaseSettings):
         default=False,
         description="Serve every request as an admin without a key (local development only).",
     )
+    data_roots: list[Path] = Field(
+        default_factory=list,
+        description="Directories (besides `artifact_dir`) that jobs submitted through the "
+        'gateway may read datasets, images and runs from, as JSON: ["/data/coco"]. The local '
+        "CLI reads whatever its user can.",
+    )
+    manifest_max_bytes: int = Field(
+        default=512 * 1024 * 1024,
+        ge=1024,
+        description="Largest manifest (or dataset.json) a submitted job may read.",
+    )
+    allow_image_urls: bool = Field(
+        default=False,
+        description="Let submitted jobs' manifests name http(s) images; they are fetched from "
+        "public addresses only, within the size and time limits below.",
+    )
+    image_url_max_bytes: int = Field(
+        default=20 * 1024 * 1024, ge=1024, description="Largest image fetched from a URL."
+    )
+    image_url_timeout_seconds: float = Field(
+        default=30.0, gt=0, description="Longest time one image URL may take to fetch."
+    )
     link_secret: str | None = Field(
         default=None,
         description="Key that signs shareable report links; unset, the gateways share a random "

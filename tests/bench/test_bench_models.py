@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import re
+
+from rich.console import Console
+from tests.report.synthetic import metrics_doc
+
 from vlarena.bench import models as bench
 
 
@@ -14,47 +19,50 @@ def test_swapped_exchanges_the_first_two_different_items() -> None:
     assert bench.swapped("a smiling face") is None
 
 
-def test_row_specs_scale_the_budget_and_keep_the_shared_settings() -> None:
-    spec = bench.row_spec(bench.ROWS["jepa-noquery"], 0.1)
-    assert spec["budget"] == {"samples": 10_000}
-    assert spec["hyperparameters"]["vqaFraction"] == 0.0
-    assert spec["model"] == {"family": "vl-jepa", "config": {"preset": "small"}}
-    assert spec["export"] is False
-    full = bench.row_spec(bench.ROWS["token-full"], 1.0)
-    assert full["model"]["config"] == {"preset": "small", "vocabulary": "full"}
+def test_compare_specs_are_valid_jobs_with_the_benchmarks_design() -> None:
+    from vlarena.jobs.spec import CompareJobSpec, parse_job_spec
 
-
-def _record(params: int, values: dict[str, float]) -> dict:
-    return {
-        "trainableParameters": params,
-        "samplesSeen": 1000,
-        "samplesPerSecond": 100.0,
-        "metrics": {
-            k: {"value": v, "chance": 0.1, "n": 1000, "z": 20.0} for k, v in values.items()
-        },
+    spec = bench.compare_spec(bench.COMPARISONS["fashion-pretrained"])
+    typed = parse_job_spec(spec)
+    assert isinstance(typed, CompareJobSpec)
+    assert [b.samples for b in typed.all_budgets] == [5_000, 20_000]
+    assert typed.seeds == 3 and spec["evaluation"]["maxImages"] == 1000
+    assert typed.model is not None
+    assert typed.model.for_family("token-vlm")["text_prior"] == "pretrained"
+    assert typed.model.for_family("vl-jepa")["preset"] == "small"
+    # one budget is a plain compare; --quick cuts budgets and items to a tenth (min 1,024)
+    one = bench.compare_spec(bench.COMPARISONS["fashion-80k"], quick=True)
+    assert one["budget"] == {"samples": 8_000} and "budgets" not in one
+    assert one["evaluation"]["maxImages"] == 100
+    assert bench.compare_spec(bench.COMPARISONS["emoji-pretrained"], quick=True)["budgets"][0] == {
+        "samples": 1024
     }
+    scratch = bench.COMPARISONS["fashion-scratch"]["families"]
+    assert {c["text_prior"] for c in scratch.values()} == {"scratch"}
+    # the 80k comparison runs last: it is the one cut when the set does not fit
+    assert list(bench.COMPARISONS)[-1] == "fashion-80k"
 
 
-def test_table_reports_missed_floors_and_parameter_ratios(capsys) -> None:
-    results = {
-        "token-caption": _record(2_000_000, {"caption_of_10": 0.995, "zeroshot_top1": 0.5}),
-        "token-full": _record(10_000_000, {"caption_of_10": 0.99}),
-        "jepa-query": _record(2_500_000, {"caption_of_10": 0.95, "i2t_r1@100": 0.8}),
-        "jepa-noquery": _record(2_500_000, {"caption_of_10": 0.95, "i2t_r1@1000": 0.414}),
+def test_comparison_prints_intervals_differences_verdicts_and_crossovers(capsys) -> None:
+    quality = {
+        "token-vlm": {"caption_of_10": 0.60, "cider": 0.5},
+        "vl-jepa": {"caption_of_10": 0.70, "cider": 0.4},
     }
-    probe = {"pairs": 3, "cosine": {"MiniLM (raw)": 0.99}, "preferTrue": {"jepa-query": 0.6}}
-    missed = bench.print_table(results, probe)
+    small = metrics_doc(quality, budget=5000)
+    large = metrics_doc(quality, budget=20000)
+    result = {"metrics": large, "budgets": [small, large], "seconds": 90.0}
+    printed = bench.comparison_lines("fashion-pretrained", result, Console(width=250))
     out = capsys.readouterr().out
-    assert "token-caption zeroshot_top1" in missed and "token-caption caption_of_10" not in missed
-    assert "jepa-noquery zeroshot_top1" in missed  # no value is a miss, not a pass
-    assert "jepa-noquery i2t_r1@1000" in missed and "≥ 41.5%: 41.4% MISSED" in out
-    assert "jepa-noquery caption_of_10" not in missed
-    assert "0.25×" in out and "1.25×" in out
-    assert "prefers the true caption 60.0%" in out
+    assert set(printed["budgets"]) == {"5k samples", "20k samples"}
+    assert "true caption among 10" in out
+    # token − jepa on caption choice, in points, with its paired interval
+    assert re.search(r"-1\d\.\d \[-1\d\.\d, -\d+\.\d\]", out)
+    assert any("vl-jepa" in line for line in printed["budgets"]["20k samples"]["verdict"])
+    assert "wall-clock 1.5 min" in out
 
 
-def test_cider_is_shown_raw_even_below_one_and_rates_in_percent() -> None:
-    metric = {"value": 0.547, "chance": 0.123, "z": None}
-    assert bench._cell(metric, raw=True) == "0.55 (0.12)"
-    assert bench._cell({"value": 0.5, "chance": 0.1, "z": 2.0}) == "50.0 (10.0)!"
-    assert bench._cell(None) == "-"
+def test_floors_report_misses_and_count_a_missing_value_as_missed(capsys) -> None:
+    metrics = {"i2t_r1@100": {"value": 0.80}, "i2t_r1@1000": {"value": 0.414}}
+    assert bench.floor_lines(metrics, Console()) == ["i2t_r1@1000"]
+    assert "≥ 41.5%: 41.4% MISSED" in capsys.readouterr().out
+    assert bench.floor_lines(None, Console()) == ["i2t_r1@100", "i2t_r1@1000"]

@@ -362,6 +362,29 @@ def test_workers_export_int8_weights_for_gpus_unless_told_otherwise(
     assert env_of(pod_spec(worker)["containers"][0])["VLARENA_INT8_WEIGHTS"] == "reduced"
 
 
+def test_data_volumes_are_the_roots_submitted_jobs_read_mounted_read_only(
+    default_objects: list[dict[str, Any]],
+) -> None:
+    worker = named(default_objects, "Deployment", full("worker-cpu"))
+    env = env_of(pod_spec(worker)["containers"][0])
+    assert json.loads(env["VLARENA_DATA_ROOTS"]) == []
+    assert env["VLARENA_ALLOW_IMAGE_URLS"] == "false"
+    volume = {"name": "coco", "mountPath": "/data/coco", "claimName": "coco-datasets"}
+    objects = render(
+        set_json=[f"data.volumes=[{json.dumps(volume)}]", "data.imageUrls.enabled=true"]
+    )
+    for name in (full("gateway"), full("worker-cpu")):
+        pod = pod_spec(named(objects, "Deployment", name))
+        env = env_of(pod["containers"][0])
+        assert json.loads(env["VLARENA_DATA_ROOTS"]) == ["/data/coco"], name
+        assert env["VLARENA_ALLOW_IMAGE_URLS"] == "true"
+        assert int(env["VLARENA_IMAGE_URL_MAX_BYTES"]) > 0
+        mount = next(m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "data-coco")
+        assert mount == {"name": "data-coco", "mountPath": "/data/coco", "readOnly": True}
+        claim = next(v for v in pod["volumes"] if v["name"] == "data-coco")
+        assert claim["persistentVolumeClaim"] == {"claimName": "coco-datasets", "readOnly": True}
+
+
 # Settings and secrets.
 
 

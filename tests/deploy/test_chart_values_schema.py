@@ -42,6 +42,8 @@ def template_with(*set_json: str) -> tuple[int, str]:
         ('externalRedis.url="http://redis:6379"', "externalRedis.url"),
         ('monitoring.serviceMonitor.interval="often"', "interval"),
         ('gateway.image.digest="latest"', "digest"),
+        ('data.volumes=[{"name": "coco", "mountPath": "data", "claimName": "c"}]', "mountPath"),
+        ("data.imageUrls.maxBytes=0", "maxBytes"),
     ],
 )
 def test_schema_rejects_bad_values(set_json: str, complaint: str) -> None:

@@ -32,10 +32,12 @@ from vlarena.jobs.spec import (
     ModelFamily,
     ModelPreset,
     SpecError,
+    TextPrior,
     XEncoderName,
     parse_job_spec,
     spec_document,
 )
+from vlarena.models.base import TEXT_PRIORS
 from vlarena.models.registry import PRESETS, family_names
 from vlarena.models.x_encoders import X_ENCODERS
 from vlarena.training.loop import TrainConfig
@@ -113,6 +115,7 @@ def test_the_spec_enums_match_the_registries():
     assert set(get_args(ModelFamily)) == set(MODEL_FAMILIES) == set(family_names())
     assert set(get_args(ModelPreset)) == set(PRESETS)
     assert set(get_args(XEncoderName)) == set(X_ENCODERS)
+    assert set(get_args(TextPrior)) == set(TEXT_PRIORS)
     assert set(get_args(BuiltinDataset)) == set(builtin_names())
 
 
@@ -158,3 +161,41 @@ def test_a_compare_spec_takes_a_config_block_per_family():
 
 
 AS_COMPARE = {"type": "compare", "dataset": {"name": "fashion-grid"}, "budget": {"samples": 64}}
+
+
+SWEEP = {"budgets": [{"samples": 20000}, {"samples": 5000}]}
+
+
+def test_a_compare_spec_sweeps_budgets_from_flags_or_the_api():
+    argv = ["compare", "--dataset", "fashion-grid", "--budgets", "20000,5000", "--out", "/x"]
+    sweep = {k: v for k, v in AS_COMPARE.items() if k != "budget"} | SWEEP
+    api = parse_job_spec(sweep | {"model": {"config": {}}})
+    assert spec_document(cli_spec(argv)) == spec_document(api)
+    assert "budget" not in spec_document(api)
+    assert [b.samples for b in api.all_budgets] == [5000, 20000]  # sorted, smallest first
+    assert [b.samples for b in parse_job_spec(AS_COMPARE).all_budgets] == [64]
+
+
+@pytest.mark.parametrize(
+    ("change", "path", "message"),
+    [
+        ({"budgets": [{"samples": 5000}]}, "budgets", "a sweep takes 2 to 8 budgets, got 1"),
+        ({"budgets": [{"samples": n} for n in range(1, 10)]}, "budgets", "2 to 8 budgets, got 9"),
+        ({"budgets": [{"samples": 5}, {"steps": 9}]}, "budgets", "all count samples or all"),
+        ({"budgets": [{"samples": 5}, {"samples": 5}]}, "budgets", "distinct; 5 samples appears"),
+        ({"budgets": [{"samples": 5}, {"samples": 0}]}, "budgets.1.samples", "greater than 0"),
+        (SWEEP | {"budget": {"samples": 64}}, "", "exactly one of 'budget' and 'budgets'"),
+        ({"budget": None}, "", "exactly one of 'budget' and 'budgets'"),
+    ],
+)
+def test_a_bad_sweep_names_its_field(change, path, message):
+    spec = {k: v for k, v in (AS_COMPARE | change).items() if v is not None}
+    with pytest.raises(SpecError) as caught:
+        parse_job_spec(spec)
+    assert caught.value.errors[0][0] == path
+    assert message in caught.value.errors[0][1]
+
+
+def test_budgets_flag_takes_sample_counts():
+    with pytest.raises(UserInputError, match=r"--budgets takes sample counts.*'5k,20k'"):
+        cli_spec(["compare", "--dataset", "fashion-grid", "--budgets", "5k,20k", "--out", "/x"])

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import redis
 from platform_harness import (
+    DATA_ROOT,
     KEYS,
     LEASE_SECONDS,
     Gateway,
@@ -37,6 +38,7 @@ def platform_env(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> di
         "VLARENA_KEY_PREFIX": f"vlt-{uuid.uuid4().hex[:8]}:",
         "VLARENA_ARTIFACT_DIR": str(tmp_path_factory.mktemp("artifacts")),
         "VLARENA_API_KEYS": json.dumps(keys),
+        "VLARENA_DATA_ROOTS": json.dumps([DATA_ROOT]),
         "VLARENA_WORKER_QUEUES": "cpu",
         # One thread per worker: two workers share two cores, and oversubscribed torch threads
         # slow training a hundredfold.

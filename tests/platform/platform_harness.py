@@ -179,9 +179,14 @@ def long_train(samples: int = 6400, **fields: Any) -> dict[str, Any]:
     return tiny_train(samples, **fields)
 
 
+# A data root of the test platform (VLARENA_DATA_ROOTS): where broken_job's runs are made.
+DATA_ROOT = tempfile.gettempdir()
+
+
 def failing_job(**fields: Any) -> dict[str, Any]:
-    """A job that fails at once on its input: its manifest does not exist."""
-    return tiny_train(dataset={"uri": "/nonexistent/vlarena-test/manifest.jsonl"}, **fields)
+    """A job that fails at once on its input: its manifest, under a data root, does not exist."""
+    missing = f"{DATA_ROOT}/vlarena-test-nonexistent/manifest.jsonl"
+    return tiny_train(dataset={"uri": missing}, **fields)
 
 
 def broken_job(**fields: Any) -> dict[str, Any]:

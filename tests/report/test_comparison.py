@@ -157,3 +157,41 @@ def test_metric_labels_read_as_english():
     assert metric_label("i2t_r1@1000") == "image→text R@1 among 1000"
     assert metric_label("caption_of_10") == "true caption among 10"
     assert metric_label("something_new") == "something_new"
+
+
+def test_the_best_checkpoint_is_shown_beside_the_last_and_decides_nothing():
+    from vlarena.evaluation.report.page import _checkpoints
+
+    doc = metrics_doc(SPLIT, seeds=2)
+    plain = build_report(doc, measured={"device": "cpu", "threads": 2})
+    for i, seed in enumerate(doc["families"]["a"]["seeds"]):
+        best = {k: dict(m, value=m["value"] + 0.05) for k, m in seed["metrics"].items()}
+        seed["checkpoints"] = {
+            "last": {
+                "samples": 20000,
+                "metric": "caption_of_10",
+                "value": 0.8,
+                "metrics": seed["metrics"],
+            },
+            "best": {
+                "samples": 5000 * (i + 1),
+                "step": 0,
+                "metric": "caption_of_10",
+                "value": 0.9,
+                "metrics": best,
+            },
+        }
+    report = build_report(doc, measured={"device": "cpu", "threads": 2})
+    (entry,) = report["checkpoints"]  # "b" kept no best state
+    assert entry["family"] == "a" and entry["metric"] == "caption_of_10"
+    assert entry["best"]["samples"] == [5000, 10000] and entry["last"]["samples"] == [20000] * 2
+    assert (entry["last"]["validation"], entry["best"]["validation"]) == (0.8, 0.9)
+    assert set(entry["best"]["test"]) == {"caption_of_10", "vqa_accuracy", "cider"}
+    last_mean = np.mean([s["metrics"]["cider"]["value"] for s in doc["families"]["a"]["seeds"]])
+    assert entry["last"]["test"]["cider"] == pytest.approx(last_mean)
+    assert entry["best"]["test"]["cider"] == pytest.approx(last_mean + 0.05)
+    # the table and the verdict read the last checkpoint only
+    assert report["table"] == plain["table"] and report["verdict"] == plain["verdict"]
+    html = _checkpoints(report)
+    assert "best on validation" in html and "5,000, 10,000" in html and "CIDEr-D" in html
+    assert _checkpoints(plain) == ""

@@ -99,7 +99,7 @@ def test_signed_links_are_checked(gateway_with_report, served_report):
     assert "/v1/shared/" in str(page.url)
     # The page's relative links stay under the signed prefix, and reach only this job's files.
     prefix = str(page.url).rsplit("/report/report.html", 1)[0]
-    assert httpx.get(f"{prefix}/metrics.json").json()["schema"] == "vlarena.metrics/v3"
+    assert httpx.get(f"{prefix}/metrics.json").json()["schema"] == "vlarena.metrics/v4"
     assert httpx.get(f"{prefix}/..%2F..%2F..%2Fetc%2Fpasswd").status_code == 404
     nul = httpx.get(f"{prefix}/metrics.json%00.html")  # a NUL byte is no path: 404, not 500
     assert nul.status_code == 404 and nul.json()["error"]["code"] == "not_found"

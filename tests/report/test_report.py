@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -110,6 +111,18 @@ def test_page_is_self_contained(tiny_compare):
     assert 'href="../metrics.json"' in markup and 'href="figures/quality.png"' in markup
     # the tiny run's few streams: the page says its ratio is within noise
     assert "within sampling noise" in markup
+    # the headline beside the paper's, and the raw-feature baseline it is compared with
+    assert "paper: 2.85×" in markup and "raw features by the same clustering" in markup
+
+
+def test_page_of_a_report_measured_before_the_headline_ratio(tiny_compare, tmp_path):
+    report_dir = tmp_path / "report"
+    shutil.copytree(tiny_compare["workdir"] / "report", report_dir)
+    report = json.loads((report_dir / "report.json").read_text())
+    del report["probes"]["selectiveDecoding"]["headline"]
+    (report_dir / "report.json").write_text(json.dumps(report))
+    html = render_page(report_dir)
+    assert 'id="selective"' in html and "earlier stream benchmark" in html
 
 
 def test_page_links_artifacts_through_the_gateway_link(tiny_compare):
@@ -138,7 +151,7 @@ def test_report_options_of_a_job_spec():
     assert cfg.nodes[0].vcpus == 4
     small = report_config(None, Evaluation(max_images=64))  # a smoke test's report stays small
     assert small.probe_images == 64 and small.selective.streams == 2
-    assert report_config(None, Evaluation()).selective.streams == 32
+    assert report_config(None, Evaluation()).selective.streams == 64
 
 
 def test_cli_writes_a_report_and_runs_the_benchmark(three_seed_workdir, tmp_path, capsys):
@@ -162,7 +175,7 @@ def test_cli_writes_a_report_and_runs_the_benchmark(three_seed_workdir, tmp_path
         == 0
     )
     printed = capsys.readouterr().out
-    assert "ratio of decoding operations at equal CIDEr" in printed
+    assert "headline, geometric mean over 1/2 to 1/16" in printed
     assert json.loads((tmp_path / "s.json").read_text())["streams"] == 1
     with pytest.raises(UserInputError, match=r"no metrics\.json"):
         run_cli(["report", str(tmp_path)])

@@ -134,8 +134,43 @@ imagePullSecrets:
   value: {{ .Values.config.heartbeatSeconds | quote }}
 - name: VLARENA_INT8_WEIGHTS
   value: {{ .Values.config.int8Weights | quote }}
+- name: VLARENA_DATA_ROOTS
+  value: {{ include "vlarena.dataRoots" . | quote }}
+- name: VLARENA_MANIFEST_MAX_BYTES
+  value: {{ .Values.data.manifestMaxBytes | int64 | quote }}
+- name: VLARENA_ALLOW_IMAGE_URLS
+  value: {{ .Values.data.imageUrls.enabled | quote }}
+- name: VLARENA_IMAGE_URL_MAX_BYTES
+  value: {{ .Values.data.imageUrls.maxBytes | int64 | quote }}
+- name: VLARENA_IMAGE_URL_TIMEOUT_SECONDS
+  value: {{ .Values.data.imageUrls.timeoutSeconds | quote }}
 {{- with .Values.config.extraEnv }}
 {{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/* VLARENA_DATA_ROOTS: the mount paths of the data volumes, as a JSON list. */}}
+{{- define "vlarena.dataRoots" -}}
+{{- $paths := list -}}
+{{- range .Values.data.volumes }}{{ $paths = append $paths .mountPath }}{{ end -}}
+{{- toJson $paths -}}
+{{- end -}}
+
+{{/* The data volumes' mounts (read-only) and volumes, for the gateway and the workers. */}}
+{{- define "vlarena.dataVolumeMounts" -}}
+{{- range .Values.data.volumes }}
+- name: data-{{ .name }}
+  mountPath: {{ .mountPath }}
+  readOnly: true
+{{- end }}
+{{- end -}}
+
+{{- define "vlarena.dataVolumes" -}}
+{{- range .Values.data.volumes }}
+- name: data-{{ .name }}
+  persistentVolumeClaim:
+    claimName: {{ .claimName }}
+    readOnly: true
 {{- end }}
 {{- end -}}
 

@@ -1,29 +1,31 @@
-"""`make bench-models`: both model families on `fashion-grid` and `emoji`, side by side.
+"""`make bench-models`: the two families compared as the platform compares them, with
+intervals, verdicts and crossovers, on `fashion-grid` and `emoji`.
 
-Each row is one training run through the same `run_job` the platform uses (cached frozen
-EfficientNet-Lite0 features, the `small` preset: d=256, 2 layers), evaluated on the test split
-with every metric beside its chance level and its z-score (standard errors above chance). The
-rows on `fashion-grid` (2×2 grids, 8,000 training grids, 2,000 test grids):
+Each comparison is one compare job through the same `run_job` the platform uses (cached
+frozen EfficientNet-Lite0 features, the `small` preset: d=256, 2 layers), so its runs, paired
+statistics, verdicts and budget sweep are the ones a user gets. In order:
 
-- token-vlm over the caption vocabulary at the prototype's 50k samples, and over MiniLM's full
-  WordPiece vocabulary (the paper's setting: an LLM's vocabulary) at 20k;
-- vl-jepa with a frozen MiniLM target at the prototype's 100k samples, with per-slot questions
-  mixed in (query-conditioned prediction, the default 25% of examples), and without them;
-- vl-jepa with a trainable Y-encoder (learning-rate multiplier 0.05), on a small budget: on a
-  CPU MiniLM's forward and backward dominate each step.
+- `fashion-pretrained`, `emoji-pretrained`: the matched pretrained-prior pair (token VLM
+  with MiniLM word-piece embeddings over the full vocabulary, VL-JEPA with MiniLM targets),
+  3 seeds, budgets 5k and 20k samples; both families scored on the same first 1,000 test items
+  (R@1 among 100 over 10 pools, hard-negative caption choice beside random distractors);
+- `fashion-scratch`: the other two cells of the 2×2 (both text sides from scratch), 1 seed;
+- `fashion-80k`: the matched pretrained pair at 80k samples, 1 seed (cut first when the whole
+  set does not fit the time there is).
 
-Then a probe of positional captions: the mean cosine between captions that only swap two
-slots' items, in raw MiniLM and in each VL-JEPA's target space, and how often each model
-prefers the true caption over its swapped twin (chance 50%).
+Then the floors: the 80k VL-JEPA evaluated on all 2,000 test grids (R@1 among 100 and among
+1,000, 10 pools each) against the prototype's figures, and a probe of positional captions: the
+mean cosine between captions that only swap two slots' items, in raw MiniLM and in each
+VL-JEPA's target space, and how often each model prefers the true caption (chance 50%).
 
-Runs are kept under `--out` (default bench-out/models) and reused when their spec is unchanged,
-so `--rows` can re-measure a subset; the table and `models.json` always cover what is there.
+Runs are kept under `--out` (default bench-out/models) and reused when their spec is unchanged
+(their provenance hash), so `--only` can re-measure a subset; the tables and `models.json`
+cover every comparison there is.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import sys
 import time
@@ -31,152 +33,135 @@ from pathlib import Path
 from typing import Any
 
 from vlarena.events import Event, LogEvent, ignore
-from vlarena.files import read_json
-from vlarena.jobs.spec import DatasetSpec, TrainJobSpec, parse_job_spec
+from vlarena.files import read_json, write_json
+from vlarena.jobs.spec import CompareJobSpec, DatasetSpec, parse_job_spec
 from vlarena.rundirs import JobDir
 
 # 2,000 test grids: a pool of 1,000 *distinct* test captions needs more than 1,000 grids.
 FASHION = {"name": "fashion-grid", "options": {"n_train": 8000, "n_val": 500, "n_test": 2000}}
 EMOJI = {"name": "emoji", "options": {}}
-# Recall among 100 over 10 pools (1,000 queries, not 100). VL-JEPA evaluates on all 2,000 test
-# grids (its text side is a lookup), the token VLM on the first 1,000 (one decoder pass per
-# image–caption pair: R@1 among 1,000 would take it most of an hour).
-EVAL_FASHION = {"retrievalPools": [100, 1000], "retrievalRepeats": 10, "maxImages": 2000}
-EVAL_TOKEN = {"retrievalPools": [100], "retrievalRepeats": 10}
-# The prototype's batch sizes (CALIBRATION.md): 64 for the token VLM, 128 for VL-JEPA, whose
-# InfoNCE takes its negatives from the batch.
-JEPA_BATCH = 128
-EVAL_EMOJI = {"retrievalPools": [100]}
+# Both families on the same first 1,000 test items, so every difference is paired; R@1 among
+# 100 over 10 pools (1,000 queries). The token VLM runs a decoder pass per image–caption pair,
+# which is what keeps pools of 1,000 to the VL-JEPA floor evaluation.
+EVAL_PAIRED = {"maxImages": 1000, "retrievalPools": [100], "retrievalRepeats": 10}
+PRETRAINED = {"token-vlm": {"text_prior": "pretrained"}, "vl-jepa": {"text_prior": "pretrained"}}
+SCRATCH = {"token-vlm": {"text_prior": "scratch"}, "vl-jepa": {"text_prior": "scratch"}}
 
-ROWS: dict[str, dict[str, Any]] = {
-    "token-caption": {
-        "label": "token-vlm, caption vocab",
-        "family": "token-vlm",
+COMPARISONS: dict[str, dict[str, Any]] = {
+    "fashion-pretrained": {
+        "label": "fashion-grid, both priors pretrained",
         "dataset": FASHION,
-        "config": {},
-        "samples": 50_000,
-        "evaluation": EVAL_TOKEN,
+        "families": PRETRAINED,
+        "seeds": 3,
+        "budgets": [5_000, 20_000],
     },
-    "token-full": {
-        "label": "token-vlm, full WordPiece vocab",
-        "family": "token-vlm",
-        "dataset": FASHION,
-        "config": {"vocabulary": "full"},
-        # A 30,522-way softmax per token: on 2 CPU cores 50k samples would take most of an hour,
-        # and scoring 10 retrieval pools (100k image–caption pairs) took 50 minutes: one pool.
-        "samples": 20_000,
-        "evaluation": {"retrievalPools": [100]},
-    },
-    "jepa-query": {
-        "label": "vl-jepa, frozen Y, with queries",
-        "family": "vl-jepa",
-        "dataset": FASHION,
-        "config": {},
-        "samples": 100_000,
-        "hyperparameters": {"batchSize": JEPA_BATCH},
-        "evaluation": EVAL_FASHION,
-    },
-    "jepa-noquery": {
-        "label": "vl-jepa, frozen Y, captions only",
-        "family": "vl-jepa",
-        "dataset": FASHION,
-        "config": {},
-        "samples": 100_000,
-        "hyperparameters": {"batchSize": JEPA_BATCH, "vqaFraction": 0.0},
-        "evaluation": EVAL_FASHION,
-    },
-    "jepa-trainable-y": {
-        "label": "vl-jepa, trainable Y (x0.05)",
-        "family": "vl-jepa",
-        "dataset": FASHION,
-        "config": {"y_lr_mult": 0.05},
-        "samples": 10_000,
-        "evaluation": EVAL_FASHION,
-    },
-    "emoji-token": {
-        "label": "token-vlm, caption vocab",
-        "family": "token-vlm",
+    "emoji-pretrained": {
+        "label": "emoji, both priors pretrained",
         "dataset": EMOJI,
-        "config": {},
-        "samples": 30_000,
-        "evaluation": EVAL_EMOJI,
+        "families": PRETRAINED,
+        "seeds": 3,
+        "budgets": [5_000, 20_000],
     },
-    "emoji-jepa": {
-        "label": "vl-jepa, frozen Y",
-        "family": "vl-jepa",
-        "dataset": EMOJI,
-        "config": {},
-        "samples": 30_000,
-        "hyperparameters": {"batchSize": JEPA_BATCH},
-        "evaluation": EVAL_EMOJI,
+    "fashion-scratch": {
+        "label": "fashion-grid, both priors from scratch",
+        "dataset": FASHION,
+        "families": SCRATCH,
+        "seeds": 1,
+        "budgets": [5_000, 20_000],
+    },
+    "fashion-80k": {
+        "label": "fashion-grid, both priors pretrained, 80k samples",
+        "dataset": FASHION,
+        "families": PRETRAINED,
+        "seeds": 1,
+        "budgets": [80_000],
     },
 }
-QUICK_SCALE = 0.1  # --quick: a tenth of every budget, for trying the benchmark itself
+QUICK_SCALE = 0.1  # --quick: a tenth of every budget and of the test items
+QUICK_MIN_SAMPLES = 1024
 
-# (row, metric, floor): the prototype's figures on this kind of machine (CALIBRATION.md:
-# caption of 10 92.2%, per slot 68.1%, R@1 among 100 72.3%, among 1,000 41.5%), on the row
-# with its settings: VL-JEPA on captions only, frozen MiniLM target, batch 128, 100k samples.
-FLOORS = [
-    ("token-caption", "caption_of_10", 0.99),
-    ("token-caption", "zeroshot_top1", 0.80),
-    ("token-caption", "i2t_r1@100", 0.95),
-    ("jepa-noquery", "caption_of_10", 0.92),
-    ("jepa-noquery", "zeroshot_top1", 0.68),
-    ("jepa-noquery", "i2t_r1@100", 0.72),
-    ("jepa-noquery", "i2t_r1@1000", 0.415),
-]
-COLUMNS = [
-    ("caption_of_10", "cap/10"),
-    ("i2t_r1@100", "I→T R@1/100"),
-    ("t2i_r1@100", "T→I R@1/100"),
-    ("i2t_r1@1000", "I→T R@1/1k"),
-    ("zeroshot_top1", "0-shot top1"),
-    ("zeroshot_top5", "0-shot top5"),
-    ("vqa_accuracy", "VQA"),
-    ("cider", "CIDEr"),
-    ("bleu4", "BLEU-4"),
-]
+# The floor run: VL-JEPA of `fashion-80k` on every test grid, pools of 100 and 1,000.
+FLOOR_COMPARISON, FLOOR_FAMILY = "fashion-80k", "vl-jepa"
+FLOOR_EVAL = {"maxImages": 2000, "retrievalPools": [100, 1000], "retrievalRepeats": 10}
+# (metric, floor): the prototype's figures on this kind of machine (CALIBRATION.md: R@1 among
+# 100 72.3%, among 1,000 41.5%).
+FLOORS = [("i2t_r1@100", 0.72), ("i2t_r1@1000", 0.415)]
 POSITIONS = ("top left", "top right", "bottom left", "bottom right")
 
 
-def row_spec(row: dict[str, Any], scale: float) -> dict[str, Any]:
-    return {
-        "type": "train",
-        "model": {"family": row["family"], "config": {"preset": "small", **row["config"]}},
-        "dataset": row["dataset"],
-        "hyperparameters": {"batchSize": 64, "seed": 0, **row.get("hyperparameters", {})},
-        "budget": {"samples": max(1024, int(row["samples"] * scale))},
-        "evaluation": row["evaluation"],
+def compare_spec(cmp: dict[str, Any], quick: bool = False) -> dict[str, Any]:
+    """The compare job of one comparison (--quick: budgets and test items cut to a tenth)."""
+    scale = QUICK_SCALE if quick else 1.0
+    budgets = [max(QUICK_MIN_SAMPLES, int(b * scale)) if quick else b for b in cmp["budgets"]]
+    evaluation: dict[str, Any] = dict(EVAL_PAIRED)
+    if quick:
+        evaluation |= {"maxImages": int(1000 * scale), "retrievalRepeats": 1}
+    spec: dict[str, Any] = {
+        "type": "compare",
+        "dataset": cmp["dataset"],
+        "families": list(cmp["families"]),
+        "seeds": cmp["seeds"],
+        "model": {"config": {"preset": "small"}, "families": cmp["families"]},
+        "hyperparameters": {"batchSize": 64},
+        "evaluation": evaluation,
+        # The verdict and the crossover are computed here from metrics.json; the report's
+        # probes (latency, pictures, selective decoding) are not what this benchmark measures.
+        "report": False,
         "export": False,
     }
+    if len(budgets) == 1:
+        spec["budget"] = {"samples": budgets[0]}
+    else:
+        spec["budgets"] = [{"samples": b} for b in budgets]
+    return spec
 
 
-def run_row(name: str, spec: dict[str, Any], out: Path, say) -> dict[str, Any]:
-    """The run's result record, trained now unless `out/name` holds the same run (by its
-    provenance hash: family, resolved configs, dataset fingerprint)."""
-    from vlarena.experiments.inputs import open_dataset
-    from vlarena.experiments.jobs import run_job, train_run_spec
-    from vlarena.experiments.provenance import components, digest, recorded_hash
+def run_comparison(name: str, spec: dict[str, Any], out: Path, say) -> dict[str, Any]:
+    """The comparison's metrics.json and the wall-clock it took; runs already made by the same
+    spec (their provenance hash) are reused, not retrained."""
+    from vlarena.experiments.jobs import run_job
 
     job = JobDir(out / name)
     typed = parse_job_spec(spec)
-    assert isinstance(typed, TrainJobSpec)
-    run = train_run_spec(typed)
-    result = job.single_run.result
-    wanted = digest(components(run, open_dataset(run.dataset).fingerprint()))
-    if result.exists() and recorded_hash(job.single_run) == wanted:
-        say(f"{name}: reusing {result}")
-        return dict(read_json(result))
-    say(f"{name}: training {spec['model']['family']} for {spec['budget']['samples']:,} samples")
+    assert isinstance(typed, CompareJobSpec)
+    say(
+        f"{name}: {len(typed.all_budgets)} budget(s) × {len(spec['families'])} families × "
+        f"{spec['seeds']} seed(s)"
+    )
     started = time.perf_counter()
 
     def show(event: Event) -> None:
         if isinstance(event, LogEvent):
             say(f"  {event.message}")
 
-    run_job(typed, job.path, on_event=show, force=True)
-    say(f"{name}: done in {time.perf_counter() - started:.0f} s")
-    return dict(read_json(result))
+    run_job(typed, job.path, on_event=show)
+    seconds = time.perf_counter() - started
+    say(f"{name}: done in {seconds:.0f} s")
+    largest = typed.all_budgets[-1]
+    # Each smaller budget of a sweep keeps its own metrics.json; the largest is the job's.
+    per_budget = [
+        read_json(job.metrics if b == largest else job.at_budget(b.unit, b.amount).metrics)
+        for b in typed.all_budgets
+    ]
+    return {"metrics": read_json(job.metrics), "budgets": per_budget, "seconds": seconds}
+
+
+def floor_evaluation(out: Path, quick: bool, say) -> dict[str, Any] | None:
+    """The floor run's VL-JEPA on every test grid with pools of 100 and 1,000."""
+    from vlarena.experiments.configs import eval_config
+    from vlarena.experiments.runs import evaluate_run
+    from vlarena.jobs.spec import Evaluation
+
+    run = JobDir(out / FLOOR_COMPARISON).seed_run(FLOOR_FAMILY, 0)
+    if not run.model.exists():
+        return None
+    values = dict(FLOOR_EVAL) | {"metrics": ["retrieval"]}
+    if quick:
+        values |= {"maxImages": 200, "retrievalPools": [100], "retrievalRepeats": 2}
+    started = time.perf_counter()
+    result = evaluate_run(run, None, eval_config(Evaluation.model_validate(values)), ignore)
+    say(f"floor evaluation: {time.perf_counter() - started:.0f} s")
+    return dict(result["metrics"])
 
 
 def swapped(caption: str) -> str | None:
@@ -196,8 +181,9 @@ def swapped(caption: str) -> str | None:
     return None
 
 
-def swap_probe(out: Path, names: list[str], limit: int = 500) -> dict[str, Any]:
-    """Cosines of swap pairs per target space, and true-vs-swapped preference per model."""
+def swap_probe(out: Path, limit: int = 500) -> dict[str, Any]:
+    """Cosines of swap pairs per target space, and true-vs-swapped preference per model (the
+    first seed of each fashion-grid comparison's families at its largest budget)."""
     import torch
     import torch.nn.functional as F
 
@@ -222,129 +208,182 @@ def swap_probe(out: Path, names: list[str], limit: int = 500) -> dict[str, Any]:
             F.cosine_similarity(minilm(true), minilm(swaps)).mean()
         )
         visual = None
-        for name in names:
-            model = load_model(JobDir(out / name).single_run.model).eval()
-            if visual is None:
-                visual = visual_inputs(model, splits.test, splits.full, ignore)[index]
-            if isinstance(model, VLJEPA):
-                a, b = model.encode_text(true), model.encode_text(swaps)
-                probe["cosine"][name] = float(F.cosine_similarity(a, b).mean())
-            scores = model.score_candidates(
-                visual, [[t, s] for t, s in zip(true, swaps, strict=True)]
-            )
-            probe["preferTrue"][name] = float((scores[:, 0] > scores[:, 1]).float().mean())
+        for name, cmp in COMPARISONS.items():
+            if cmp["dataset"] is not FASHION:
+                continue
+            for family in cmp["families"]:
+                run = JobDir(out / name).seed_run(family, 0)
+                if not run.model.exists():
+                    continue
+                model = load_model(run.model).eval()
+                if visual is None:
+                    visual = visual_inputs(model, splits.test, splits.full, ignore)[index]
+                key = f"{name} {family}"
+                if isinstance(model, VLJEPA):
+                    a, b = model.encode_text(true), model.encode_text(swaps)
+                    probe["cosine"][key] = float(F.cosine_similarity(a, b).mean())
+                scores = model.score_candidates(
+                    visual, [[t, s] for t, s in zip(true, swaps, strict=True)]
+                )
+                probe["preferTrue"][key] = float((scores[:, 0] > scores[:, 1]).float().mean())
     return probe
 
 
-def _cell(metric: dict[str, Any] | None, raw: bool = False) -> str:
-    """A metric beside its chance level: raw (CIDEr) or in percent."""
-    if metric is None:
+def _pct(value: float | None, raw: bool = False) -> str:
+    if value is None:
         return "-"
-    value, chance = metric["value"], metric["chance"]
-    mark = "" if metric.get("z") is None or metric["z"] >= 3 else "!"
-    if raw:
-        return f"{value:.2f} ({chance:.2f}){mark}"
-    return f"{100 * value:.1f} ({100 * chance:.1f}){mark}"
+    return f"{value:.2f}" if raw else f"{100 * value:.1f}"
 
 
-def print_table(results: dict[str, dict[str, Any]], probe: dict[str, Any] | None) -> list[str]:
-    """Prints the table; returns the floors that were missed."""
-    from rich.console import Console
+def _stat_cell(stat: dict[str, Any] | None, raw: bool) -> str:
+    """A mean with its 95% interval over items and seeds (or ± std without one)."""
+    if not stat:
+        return "-"
+    interval = stat.get("interval95")
+    if interval:
+        return f"{_pct(stat['mean'], raw)} [{_pct(interval[0], raw)}, {_pct(interval[1], raw)}]"
+    return _pct(stat["mean"], raw)
+
+
+def _difference_cell(paired: dict[str, Any] | None, raw: bool) -> str:
+    if not paired:
+        return "-"
+    low, high = paired["interval95"]
+    return f"{_pct(paired['difference'], raw)} [{_pct(low, raw)}, {_pct(high, raw)}]"
+
+
+RAW_METRICS = ("cider", "bleu4", "decoder_ceiling_cider", "decoder_ceiling_bleu4")
+
+
+def comparison_lines(name: str, result: dict[str, Any], console: Any) -> dict[str, Any]:
+    """Prints one comparison: per budget, every quality metric per family with its interval,
+    the paired difference, chance; the costs per stage; the verdicts and the crossovers.
+    Returns what it printed as data."""
     from rich.table import Table
 
-    console = Console(width=220)
-    for dataset in ("fashion-grid", "emoji"):
-        names = [n for n in ROWS if n in results and ROWS[n]["dataset"]["name"] == dataset]
-        if not names:
-            continue
+    from vlarena.evaluation.report.comparison import build_report, metric_label
+    from vlarena.evaluation.report.sweep import budget_label, sweep_lines
+
+    doc = result["metrics"]
+    printed: dict[str, Any] = {"seconds": result["seconds"], "budgets": {}}
+    for entry in result["budgets"]:
+        label = budget_label(entry["budget"])
+        families = list(entry["families"])
+        report = build_report(entry)
         table = Table(
-            title=f"{dataset}: metric % (chance %); CIDEr raw; ! = under 3 standard errors "
-            "above chance",
-            show_lines=False,
+            title=f"{COMPARISONS[name]['label']} at {label}: % (raw for caption scores), "
+            f"mean [95% interval]; difference = {families[0]} − {families[1]}"
         )
-        for header in ("run", "trainable", "batch", "samples", "samples/s"):
-            table.add_column(header, justify="right" if header != "run" else "left")
-        for _, header in COLUMNS:
-            table.add_column(header, justify="right")
-        for name in names:
-            r = results[name]
+        table.add_column("metric")
+        for f in families:
+            table.add_column(f, justify="right")
+        table.add_column("difference", justify="right")
+        table.add_column("chance", justify="right")
+        for row in report["table"]:
+            if row.get("group") != "quality" or row["key"] == "validationCosine":
+                continue
+            raw = row["key"] in RAW_METRICS
             table.add_row(
-                ROWS[name]["label"],
-                f"{r['trainableParameters'] / 1e6:.2f}M",
-                str(row_spec(ROWS[name], 1.0)["hyperparameters"]["batchSize"]),
-                f"{r['samplesSeen']:,}",
-                f"{r['samplesPerSecond']:.0f}",
-                *(_cell(r["metrics"].get(m), raw=m == "cider") for m, _ in COLUMNS),
+                metric_label(row["key"]),
+                *(_stat_cell(row["values"].get(f), raw) for f in families),
+                _difference_cell((entry.get("paired") or {}).get(row["key"]), raw),
+                _pct(row.get("chance"), raw),
             )
         console.print(table)
+        costs = Table(title=f"{COMPARISONS[name]['label']} at {label}: cost per stage (seed 0)")
+        for header in ("family", "stage", "learned params", "samples", "FLOPs", "seconds"):
+            costs.add_column(header, justify="left" if header in ("family", "stage") else "right")
+        for f in families:
+            seed = entry["families"][f]["seeds"][0]
+            for stage, body in (seed.get("stages") or {}).items():
+                flops = body.get("flops")
+                costs.add_row(
+                    f,
+                    stage,
+                    f"{body.get('learnedParameters', 0) / 1e6:.2f}M",
+                    f"{body.get('samples', body.get('texts', 0)):,}",
+                    "-" if flops is None else f"{flops:.3g}",
+                    f"{body.get('seconds', 0):.0f}",
+                )
+            cosine = (seed.get("stages") or {}).get("ydecoder", {}).get("validationCosine")
+            if cosine is not None:
+                console.print(f"{f}: cosine(prediction, target) on validation {cosine:.3f}")
+        if costs.row_count:
+            console.print(costs)
+        verdict_lines = [u["sentence"] for u in report["verdict"]["useCases"]]
+        for line in verdict_lines:
+            console.print(f"verdict: {line}")
+        printed["budgets"][label] = {"table": report["table"], "verdict": verdict_lines}
+    if doc.get("sweep"):
+        from vlarena.evaluation.report.comparison import sweep_of
+
+        lines = sweep_lines(sweep_of(doc))
+        console.print("\n".join(lines))
+        printed["crossover"] = lines
+    console.print(f"{name}: wall-clock {result['seconds'] / 60:.1f} min")
+    return printed
+
+
+def floor_lines(metrics: dict[str, Any] | None, console: Any) -> list[str]:
+    """Prints the floors; returns those missed (a floor without a value is missed)."""
     missed = []
-    for name, metric, floor in FLOORS:
-        if name not in results:
-            continue
-        value = results[name]["metrics"].get(metric, {}).get("value")
+    for metric, floor in FLOORS:
+        value = (metrics or {}).get(metric, {}).get("value")
         ok = value is not None and value >= floor
         console.print(
-            f"floor {ROWS[name]['label']:32s} {metric:14s} ≥ {100 * floor:4.1f}%: "
+            f"floor {FLOOR_COMPARISON} {FLOOR_FAMILY} {metric:12s} ≥ {100 * floor:4.1f}%: "
             f"{'-' if value is None else f'{100 * value:.1f}%'} {'met' if ok else 'MISSED'}"
         )
         if not ok:
-            missed.append(f"{name} {metric}")
-    if "token-full" in results and "jepa-query" in results:
-        ratio = (
-            results["jepa-query"]["trainableParameters"]
-            / results["token-full"]["trainableParameters"]
-        )
-        console.print(f"trainable parameters, vl-jepa / full-vocab token-vlm: {ratio:.2f}×")
-    if "token-caption" in results and "jepa-query" in results:
-        ratio = (
-            results["jepa-query"]["trainableParameters"]
-            / results["token-caption"]["trainableParameters"]
-        )
-        console.print(f"trainable parameters, vl-jepa / caption-vocab token-vlm: {ratio:.2f}×")
-    if probe:
-        console.print(f"position-swap probe ({probe['pairs']} test captions and their swaps):")
-        for space, cosine in probe["cosine"].items():
-            console.print(f"  cosine(true, swapped) in {space}: {cosine:.4f}")
-        for name, share in probe["preferTrue"].items():
-            console.print(f"  {ROWS[name]['label']}: prefers the true caption {100 * share:.1f}%")
+            missed.append(metric)
     return missed
 
 
+def probe_lines(probe: dict[str, Any], console: Any) -> None:
+    console.print(f"position-swap probe ({probe['pairs']} test captions and their swaps):")
+    for space, cosine in probe["cosine"].items():
+        console.print(f"  cosine(true, swapped) in {space}: {cosine:.4f}")
+    for name, share in probe["preferTrue"].items():
+        console.print(f"  {name}: prefers the true caption {100 * share:.1f}%")
+
+
 def main(argv: list[str] | None = None) -> int:
+    from rich.console import Console
+
     parser = argparse.ArgumentParser(prog="python -m vlarena.bench.models", description=__doc__)
     parser.add_argument("--out", type=Path, default=Path("bench-out/models"))
-    parser.add_argument("--rows", help=f"comma-separated subset of: {', '.join(ROWS)}")
-    parser.add_argument("--quick", action="store_true", help="a tenth of every budget")
+    parser.add_argument("--only", help=f"comma-separated subset of: {', '.join(COMPARISONS)}")
+    parser.add_argument("--quick", action="store_true", help="a tenth of budgets and items")
     parser.add_argument("--no-probe", action="store_true", help="skip the position-swap probe")
     args = parser.parse_args(argv)
-    names = args.rows.split(",") if args.rows else list(ROWS)
-    unknown = [n for n in names if n not in ROWS]
+    names = args.only.split(",") if args.only else list(COMPARISONS)
+    unknown = [n for n in names if n not in COMPARISONS]
     if unknown:
-        parser.error(f"unknown rows {unknown}; choose from {', '.join(ROWS)}")
-    scale = QUICK_SCALE if args.quick else 1.0
+        parser.error(f"unknown comparisons {unknown}; choose from {', '.join(COMPARISONS)}")
 
     def say(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
+    started = time.perf_counter()
     args.out.mkdir(parents=True, exist_ok=True)
+    results = {}
     for name in names:
-        run_row(name, row_spec(ROWS[name], scale), args.out, say)
-    results = {
-        name: read_json(JobDir(args.out / name).single_run.result)
-        for name in ROWS
-        if JobDir(args.out / name).single_run.result.exists()
-    }
-    fashion = [n for n in results if ROWS[n]["dataset"] is FASHION]
-    probe = None if args.no_probe or not fashion else swap_probe(args.out, fashion)
-    missed = print_table(results, probe)
-    document: dict[str, Any] = {
-        "schema": "vlarena.bench.models/v1",
-        "rows": results,
-        "probe": probe,
-    }
-    for r in document["rows"].values():
-        r.pop("samples", None)
-    (args.out / "models.json").write_text(json.dumps(document, indent=1) + "\n")
+        results[name] = run_comparison(
+            name, compare_spec(COMPARISONS[name], args.quick), args.out, say
+        )
+    console = Console(width=200)
+    document: dict[str, Any] = {"schema": "vlarena.bench.models/v2", "comparisons": {}}
+    for name, result in results.items():
+        document["comparisons"][name] = comparison_lines(name, result, console)
+    floors = floor_evaluation(args.out, args.quick, say)
+    missed = floor_lines(floors, console)
+    document["floors"] = {"metrics": floors, "missed": missed}
+    if not args.no_probe:
+        document["probe"] = swap_probe(args.out)
+        probe_lines(document["probe"], console)
+    document["seconds"] = time.perf_counter() - started
+    console.print(f"bench-models: {document['seconds'] / 60:.1f} min wall-clock")
+    write_json(args.out / "models.json", document)
     print(f"results: {args.out / 'models.json'}")
     return 1 if missed and not args.quick else 0
 

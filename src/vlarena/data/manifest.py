@@ -19,9 +19,10 @@ import numpy as np
 
 from vlarena.data.dataset_info import DatasetInfo
 from vlarena.data.errors import DataError, ImageError, ManifestError
-from vlarena.data.images import is_url, load_images
+from vlarena.data.images import download_image, is_url, load_images
 from vlarena.data.templates import template_fields
 from vlarena.files import atomic_write_text
+from vlarena.jobs.confinement import Confinement, ConfinementError
 
 MANIFEST_NAME = "manifest.jsonl"
 SIDECAR_NAME = "dataset.json"
@@ -53,6 +54,8 @@ SIDECAR_FIELDS = (
     "slot_phrases",
 )
 _URL_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+# The spec field a confined job names its manifest by.
+URI_FIELD = "dataset.uri"
 
 
 @dataclass(frozen=True)
@@ -145,23 +148,39 @@ class Dataset:
             raise ImageError(err.image, err.problem, self.manifest_path, line) from err
 
 
-def load_manifest(path: str | os.PathLike[str]) -> Dataset:
-    """Load and validate a manifest: the .jsonl file or a directory holding manifest.jsonl."""
+def _read(path: Path, confinement: Confinement | None, what: str) -> bytes:
+    if confinement is not None:
+        return confinement.read(path, URI_FIELD)
+    try:
+        return path.read_bytes()
+    except OSError as err:
+        raise DataError(f"cannot read {what}{path}: {err.strerror}") from err
+
+
+def load_manifest(
+    path: str | os.PathLike[str], *, confinement: Confinement | None = None
+) -> Dataset:
+    """Load and validate a manifest: the .jsonl file or a directory holding manifest.jsonl.
+
+    Under a job's `confinement` (jobs submitted through the gateway), the manifest, its
+    dataset.json and every local image must be regular files under its roots, the manifest
+    within its size limit, and image URLs are refused, or fetched now under its limits when
+    it allows them (the records then name the local copies).
+    """
     manifest_path = Path(path)
+    if confinement is not None:
+        manifest_path = confinement.path(path, URI_FIELD, "file-or-dir", must_exist=True)
     if manifest_path.is_dir():
         manifest_path = manifest_path / MANIFEST_NAME
-    try:
-        manifest_bytes = manifest_path.read_bytes()
-    except OSError as err:
-        raise DataError(f"cannot read manifest {manifest_path}: {err.strerror}") from err
+    manifest_bytes = _read(manifest_path, confinement, "manifest ")
     sidecar_path = manifest_path.parent / SIDECAR_NAME
-    try:
-        sidecar_bytes = sidecar_path.read_bytes() if sidecar_path.exists() else None
-    except OSError as err:
-        raise DataError(f"cannot read {sidecar_path}: {err.strerror}") from err
+    exists = os.path.lexists if confinement is not None else os.path.exists
+    sidecar_bytes = _read(sidecar_path, confinement, "") if exists(sidecar_path) else None
 
-    records = _parse_records(manifest_path, manifest_bytes)
+    records = _parse_records(manifest_path, manifest_bytes, confinement)
     info = _parse_sidecar(sidecar_path, sidecar_bytes, records, manifest_path)
+    if confinement is not None and confinement.allow_image_urls:
+        records = [_downloaded(record, manifest_path, confinement) for record in records]
     digest = hashlib.sha256()
     for part in (manifest_bytes, sidecar_bytes or b""):
         digest.update(len(part).to_bytes(8, "big") + part)
@@ -270,7 +289,20 @@ class _FieldChecker:
         return value
 
 
-def _parse_records(manifest_path: Path, manifest_bytes: bytes) -> list[Record]:
+def _downloaded(record: Record, manifest_path: Path, confinement: Confinement) -> Record:
+    """The record naming its image's local copy, fetched under the confinement's limits."""
+    if not is_url(record.image):
+        return record
+    try:
+        local = download_image(record.image, confinement)
+    except ImageError as err:
+        raise ImageError(record.image, err.problem, manifest_path, record.line) from err
+    return dataclasses.replace(record, image=str(local))
+
+
+def _parse_records(
+    manifest_path: Path, manifest_bytes: bytes, confinement: Confinement | None
+) -> list[Record]:
     try:
         text = manifest_bytes.decode("utf-8-sig")
     except UnicodeDecodeError as err:
@@ -288,7 +320,8 @@ def _parse_records(manifest_path: Path, manifest_bytes: bytes) -> list[Record]:
             raise ManifestError(
                 manifest_path, line_number, None, f"invalid JSON: {err.msg} (column {err.colno})"
             ) from err
-        record = _parse_record(data, _FieldChecker(manifest_path, line_number), manifest_dir)
+        check = _FieldChecker(manifest_path, line_number)
+        record = _parse_record(data, check, manifest_dir, confinement)
         if record.id in first_line_of_id:
             raise ManifestError(
                 manifest_path,
@@ -303,13 +336,17 @@ def _parse_records(manifest_path: Path, manifest_bytes: bytes) -> list[Record]:
     return records
 
 
-def _parse_record(data: object, check: _FieldChecker, manifest_dir: Path) -> Record:
+def _parse_record(
+    data: object, check: _FieldChecker, manifest_dir: Path, confinement: Confinement | None
+) -> Record:
     if not isinstance(data, dict):
         check.fail(None, f"expected a JSON object, got {_json_type(data)}")
     check.reject_unknown(data, RECORD_FIELDS, prefix="")
     if "image" not in data:
         check.fail("image", "missing (every record needs an image)")
     image = _resolve_image(check.text("image", data["image"]), check, manifest_dir)
+    if confinement is not None:
+        image = _confined_image(image, check, confinement)
 
     if "caption" in data and "captions" in data:
         check.fail("caption", 'give either "caption" or "captions", not both')
@@ -345,6 +382,18 @@ def _parse_record(data: object, check: _FieldChecker, manifest_dir: Path) -> Rec
         if not os.access(image, os.R_OK):
             raise ImageError(image, "file not readable", check.path, check.line)
     return Record(record_id, image, captions, questions, label, labels, split, check.line or 0)
+
+
+def _confined_image(image: str, check: _FieldChecker, confinement: Confinement) -> str:
+    """A local image resolved and checked to be a regular file under the roots (before
+    anything tells whether it exists), or a URL while URLs are allowed."""
+    try:
+        if is_url(image):
+            confinement.image_url(image)
+            return image
+        return str(confinement.path(image, "image", "file", must_exist=True))
+    except ConfinementError as err:
+        check.fail("image", err.problem)
 
 
 def _parse_questions(data: dict[str, Any], check: _FieldChecker) -> tuple[Question, ...]:

@@ -18,6 +18,7 @@ from vlarena.data.errors import DataError
 from vlarena.data.fashion_grid import export_fashion_grid
 from vlarena.data.locations import cache_dir
 from vlarena.data.manifest import MANIFEST_NAME, Dataset, load_manifest
+from vlarena.jobs.confinement import Confinement
 
 COMPLETE_MARKER = ".complete"
 
@@ -79,8 +80,14 @@ def builtin_cache_dir(name: str, **options: Any) -> Path:
     return cache_dir() / "datasets" / f"{name}-{digest}"
 
 
-def load_dataset(name_or_path: str | os.PathLike[str], **options: Any) -> Dataset:
-    """A built-in by name (exported into the cache on first use) or a manifest by path."""
+def load_dataset(
+    name_or_path: str | os.PathLike[str],
+    *,
+    confinement: Confinement | None = None,
+    **options: Any,
+) -> Dataset:
+    """A built-in by name (exported into the cache on first use) or a manifest by path, read
+    under a submitted job's `confinement` (see `load_manifest`)."""
     if isinstance(name_or_path, str) and name_or_path in _BUILTINS:
         return load_manifest(_cached_export(name_or_path, options))
     if options:
@@ -88,6 +95,8 @@ def load_dataset(name_or_path: str | os.PathLike[str], **options: Any) -> Datase
             f"options ({', '.join(sorted(options))}) apply only to the built-in datasets "
             f"({', '.join(builtin_names())})"
         )
+    if confinement is not None:
+        return load_manifest(name_or_path, confinement=confinement)
     if not Path(name_or_path).exists():
         raise DataError(
             f"{str(name_or_path)!r} is neither a built-in dataset ({', '.join(builtin_names())}) "

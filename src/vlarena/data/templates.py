@@ -72,3 +72,30 @@ def fill_caption(info: DatasetInfo, labels: Mapping[str, str]) -> str:
 def fill_label(info: DatasetInfo, label: str) -> str:
     """The prompt ``info.label_template`` gives for a class: "an animals and nature emoji"."""
     return fill_template(info.label_template, {"label": label})
+
+
+# Zero-shot prompts in wordings that no built-in dataset's captions use (a test holds them to
+# that), so a model is not scored on the very template it was trained to produce: one set
+# for a class of the whole image, one for the class in one slot of a grid ({position} is the
+# slot's phrase, "top left"). The class ends every prompt, so a class's candidates share
+# everything before it (a token model scores them over one shared prefix).
+HELDOUT_LABEL_TEMPLATES = (
+    "a photo of a {label}",
+    "an image showing a {label}",
+    "this picture contains a {label}",
+)
+HELDOUT_SLOT_TEMPLATES = (
+    "in the {position} of this photo is a {label}",
+    "the {position} of the image shows a {label}",
+    "the {position} holds a {label}",
+)
+
+
+def heldout_prompts(info: DatasetInfo, label: str, slot: str | None = None) -> list[str]:
+    """The class's prompt in each held-out template: of the image, or of `slot` in a grid."""
+    if slot is None:
+        return [fill_template(t, {"label": label}) for t in HELDOUT_LABEL_TEMPLATES]
+    position = info.slot_phrases.get(slot, slot.replace("_", " "))
+    return [
+        fill_template(t, {"label": label, "position": position}) for t in HELDOUT_SLOT_TEMPLATES
+    ]

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from vlarena.data.manifest import Dataset
-from vlarena.data.templates import fill_caption, fill_label
+from vlarena.data.templates import fill_caption, fill_label, heldout_prompts
 from vlarena.evaluation.metrics import (
     Metric,
     caption_item_scores,
@@ -40,7 +40,14 @@ class EvalConfig:
     generate_images: int = 200
     latency_repeats: int = 10
     seed: int = 0
-    metrics: tuple[str, ...] = ("caption_choice", "retrieval", "zeroshot", "vqa", "captioning")
+    metrics: tuple[str, ...] = (
+        "caption_choice",
+        "retrieval",
+        "zeroshot",
+        "zeroshot_heldout",
+        "vqa",
+        "captioning",
+    )
 
     @classmethod
     def quick(cls, images: int = 100) -> EvalConfig:
@@ -172,42 +179,60 @@ def retrieval(
     return out
 
 
+def _zeroshot_targets(ds: Dataset) -> list[tuple[int, str | None, int]]:
+    """(image row, slot or None, true class index) of each zero-shot item: per slot of a grid
+    with a caption template, else per image with a label among the classes."""
+    info = ds.info
+    classes = list(info.classes)
+    out: list[tuple[int, str | None, int]] = []
+    for i, r in enumerate(ds.records):
+        if r.labels and info.caption_template:
+            for slot in info.slots:
+                if r.labels.get(slot) in classes:
+                    out.append((i, slot, classes.index(r.labels[slot])))
+        elif r.label in classes:
+            out.append((i, None, classes.index(r.label)))
+    return out
+
+
 def zeroshot_items(ds: Dataset) -> tuple[list[int], list[list[str]], list[int]]:
     """The zero-shot protocol's (image row, candidate prompts, true class index) triples:
     per slot of a grid the caption with that slot's class varied, else the label prompts."""
     info = ds.info
     classes = list(info.classes)
     rows, cands, targets = [], [], []
-    for i, r in enumerate(ds.records):
-        if r.labels and info.caption_template:
-            for slot in info.slots:
-                if r.labels.get(slot) in classes:
-                    rows.append(i)
-                    cands.append([fill_caption(info, {**r.labels, slot: c}) for c in classes])
-                    targets.append(classes.index(r.labels[slot]))
-        elif r.label in classes:
-            rows.append(i)
+    for i, slot, target in _zeroshot_targets(ds):
+        labels = ds.records[i].labels or {}
+        rows.append(i)
+        if slot is None:
             cands.append([fill_label(info, c) for c in classes])
-            targets.append(classes.index(r.label))
+        else:
+            cands.append([fill_caption(info, {**labels, slot: c}) for c in classes])
+        targets.append(target)
     return rows, cands, targets
 
 
-def zeroshot(
-    model: VLModel, ds: Dataset, visual: torch.Tensor, cfg: EvalConfig
+def heldout_zeroshot_items(ds: Dataset) -> tuple[list[int], list[list[list[str]]], list[int]]:
+    """The items of `zeroshot_items`, in its order, with the prompts of every held-out template
+    instead (`HELDOUT_*_TEMPLATES`): per item, one list of class prompts per template."""
+    info = ds.info
+    classes = list(info.classes)
+    rows, cands, targets = [], [], []
+    for i, slot, target in _zeroshot_targets(ds):
+        by_class = [heldout_prompts(info, c, slot) for c in classes]  # (classes, templates)
+        rows.append(i)
+        cands.append([list(prompts) for prompts in zip(*by_class, strict=True)])
+        targets.append(target)
+    return rows, cands, targets
+
+
+def _classification(
+    prefix: str, scores: np.ndarray, truth: np.ndarray, classes: int
 ) -> dict[str, Metric]:
-    """Zero-shot classification by prompts: a label template over the classes, or, for images
-    with slots (grids), the caption with one slot's class varied and the others kept."""
-    classes = list(ds.info.classes)
-    if len(classes) < 2:
-        return {}
-    rows, cands, targets = zeroshot_items(ds)
-    if not rows:
-        return {}
-    scores = _batched_scores(model, visual[rows], cands)
-    truth = np.array(targets)
-    n, c = len(rows), len(classes)
+    """Top-1, top-5 and balanced accuracy of class scores (items × classes)."""
+    n = len(truth)
     top1, top5 = topk_hits(scores, truth, 1), topk_hits(scores, truth, 5)
-    counts = np.bincount(truth, minlength=c)
+    counts = np.bincount(truth, minlength=classes)
     # Where classes are unbalanced, always answering the most frequent one beats 1/C: that is
     # top-1's chance. Balanced accuracy (the mean of the per-class recalls) has chance 1/C
     # whatever the balance; each item weighs 1 / (classes present × its class's count), so
@@ -216,10 +241,50 @@ def zeroshot(
     present = int((counts > 0).sum())
     balanced = top1 * n / (present * counts[truth])
     return {
-        "zeroshot_top1": Metric(float(top1.mean()), max(1 / c, majority), n, items=top1),
-        "zeroshot_top5": Metric(float(top5.mean()), min(1.0, 5 / c), n, items=top5),
-        "zeroshot_balanced": Metric(float(balanced.mean()), 1 / present, n, items=balanced),
+        f"{prefix}_top1": Metric(float(top1.mean()), max(1 / classes, majority), n, items=top1),
+        f"{prefix}_top5": Metric(float(top5.mean()), min(1.0, 5 / classes), n, items=top5),
+        f"{prefix}_balanced": Metric(float(balanced.mean()), 1 / present, n, items=balanced),
     }
+
+
+def zeroshot(
+    model: VLModel, ds: Dataset, visual: torch.Tensor, cfg: EvalConfig
+) -> dict[str, Metric]:
+    """Zero-shot classification by the training captions' own template (a label template over
+    the classes, or, for images with slots, the caption with one slot's class varied and the
+    others kept): `zeroshot_*`."""
+    classes = list(ds.info.classes)
+    if len(classes) < 2:
+        return {}
+    rows, cands, targets = zeroshot_items(ds)
+    if not rows:
+        return {}
+    truth = np.array(targets)
+    return _classification(
+        "zeroshot", _batched_scores(model, visual[rows], cands), truth, len(classes)
+    )
+
+
+def zeroshot_heldout(
+    model: VLModel, ds: Dataset, visual: torch.Tensor, cfg: EvalConfig
+) -> dict[str, Metric]:
+    """Zero-shot classification on the same items as `zeroshot`, by wordings the built-in
+    datasets' captions never use (`zeroshot_heldout_*`), ensembled the CLIP way at the score
+    level: each class's score is the mean of its scores over the held-out templates (a
+    template's shift common to every class leaves the ranking as it is). A separate group, so
+    learning curves leave it out: it scores every class under every template."""
+    classes = list(ds.info.classes)
+    if len(classes) < 2:
+        return {}
+    rows, heldout, targets = heldout_zeroshot_items(ds)
+    if not rows:
+        return {}
+    per_template = [
+        _batched_scores(model, visual[rows], [item[t] for item in heldout])
+        for t in range(len(heldout[0]))
+    ]
+    ensembled = np.mean(per_template, axis=0)  # (items, classes)
+    return _classification("zeroshot_heldout", ensembled, np.array(targets), len(classes))
 
 
 def vqa(model: VLModel, ds: Dataset, visual: torch.Tensor, cfg: EvalConfig) -> dict[str, Metric]:
@@ -317,6 +382,8 @@ def evaluate_model(
         steps.append(("retrieval", lambda: retrieval(model, ds, visual, cfg)))
     if "zeroshot" in cfg.metrics:
         steps.append(("zeroshot", lambda: zeroshot(model, ds, visual, cfg)))
+    if "zeroshot_heldout" in cfg.metrics:
+        steps.append(("zeroshot_heldout", lambda: zeroshot_heldout(model, ds, visual, cfg)))
     if "vqa" in cfg.metrics:
         steps.append(("vqa", lambda: vqa(model, ds, visual, cfg)))
     if "captioning" in cfg.metrics and captioned:

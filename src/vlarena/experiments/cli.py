@@ -90,6 +90,16 @@ def dataset_field(name_or_path: str, options: dict[str, Any]) -> dict[str, Any]:
     return {"uri": str(Path(name_or_path).resolve())}
 
 
+def sweep_budgets(text: str) -> list[dict[str, int]]:
+    """The spec's `budgets` from `--budgets 5000,20000` (samples each)."""
+    try:
+        return [{"samples": int(item)} for item in text.split(",")]
+    except ValueError:
+        raise UserInputError(
+            f"--budgets takes sample counts separated by commas, e.g. 5000,20000; got {text!r}"
+        ) from None
+
+
 def job_spec_from_args(args: argparse.Namespace, kind: str) -> AnyJobSpec:
     """The typed job spec of a `train` or `compare` command line."""
     config = key_values(args.config, "--config")
@@ -98,13 +108,12 @@ def job_spec_from_args(args: argparse.Namespace, kind: str) -> AnyJobSpec:
     spec: dict[str, Any] = {
         "type": kind,
         "dataset": dataset_field(args.dataset, key_values(args.dataset_option, "--dataset-option")),
-        "budget": (
-            {"samples": args.budget_samples}
-            if args.budget_samples is not None
-            else {"steps": args.budget_steps}
-        ),
         "evaluation": key_values(args.eval, "--eval"),
     }
+    if args.budget_samples is not None:
+        spec["budget"] = {"samples": args.budget_samples}
+    elif args.budget_steps is not None:
+        spec["budget"] = {"steps": args.budget_steps}
     if kind == "train":
         spec["model"] = {"family": args.model, "config": config}
     else:
@@ -119,6 +128,8 @@ def job_spec_from_args(args: argparse.Namespace, kind: str) -> AnyJobSpec:
             own |= key_values([pair], "--family-config")
         if args.families:
             spec["families"] = args.families.split(",")
+        if args.budgets:
+            spec["budgets"] = sweep_budgets(args.budgets)
         spec["seeds"] = args.seeds
     for _flag, dotted, _type, _help in RUN_FLAGS:
         if (value := getattr(args, dotted)) is not None:
@@ -280,7 +291,13 @@ def cmd_job(args: argparse.Namespace) -> int:
         return 0
     metrics = JobDir(args.out).metrics
     if metrics.exists():
-        print_metrics_table(read_json(metrics))
+        doc = read_json(metrics)
+        print_metrics_table(doc)
+        if doc.get("sweep"):
+            from vlarena.evaluation.report.comparison import sweep_of
+            from vlarena.evaluation.report.sweep import sweep_lines
+
+            print("\n".join(sweep_lines(sweep_of(doc))))
         print(f"results: {metrics}")
     return 0
 
@@ -391,12 +408,15 @@ def _embedding_run(path: Path) -> RunDir:
 def cmd_selective(args: argparse.Namespace) -> int:
     from vlarena.evaluation.report.selective import SelectiveConfig, curve_lines, selective_decoding
     from vlarena.experiments.features import frame_encoder
+    from vlarena.experiments.inputs import open_dataset
+    from vlarena.experiments.runs import trained_dataset
     from vlarena.experiments.runtime import apply_thread_setting, configured_threads
     from vlarena.files import write_json
     from vlarena.models.registry import load_model
 
     apply_thread_setting()
-    model = load_model(_embedding_run(args.model).model)
+    run = _embedding_run(args.model)
+    model = load_model(run.model)
     if not (hasattr(model, "predict_embedding") and hasattr(model, "decode_embeddings")):
         raise UserInputError(
             f"{args.model}: selective decoding needs a model that predicts and decodes "
@@ -406,7 +426,8 @@ def cmd_selective(args: argparse.Namespace) -> int:
     encode = (
         frame_encoder(model.x_encoder, configured_threads()) if model.x_encoder.frozen else None
     )
-    result = selective_decoding(model, cfg, encode)
+    test = open_dataset(trained_dataset(run)).split("test")
+    result = selective_decoding(model, test, cfg, encode)
     print("\n".join(curve_lines(result)))
     if args.out:
         write_json(args.out, result, indent=1)
@@ -502,7 +523,7 @@ def _add_nodes_option(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_run_options(p: argparse.ArgumentParser) -> None:
+def _add_run_options(p: argparse.ArgumentParser, sweep: bool = False) -> None:
     p.add_argument(
         "--dataset", required=True, help="a built-in (emoji, fashion-grid) or a manifest .jsonl"
     )
@@ -522,6 +543,13 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     budget = p.add_mutually_exclusive_group(required=True)
     budget.add_argument("--budget-samples", type=int, help="training samples to see")
     budget.add_argument("--budget-steps", type=int, help="optimiser steps to take")
+    if sweep:
+        budget.add_argument(
+            "--budgets",
+            metavar="SAMPLES,...",
+            help="a budget sweep, e.g. 5000,20000: every family and seed trains at each budget "
+            "with its own schedule, and the report says at which one a family overtakes the other",
+        )
     for flag, dotted, kind, text in RUN_FLAGS:
         p.add_argument(flag, dest=dotted, type=kind, help=text)
     p.add_argument(
@@ -559,7 +587,7 @@ def register(sub: Any) -> None:
         help="one family's config override, over --config: vl-jepa:y_lr_mult=0.05, "
         "token-vlm:vocabulary=full (repeatable)",
     )
-    _add_run_options(p)
+    _add_run_options(p, sweep=True)
     p.set_defaults(func=cmd_job, nodes=1)
 
     p = sub.add_parser(
@@ -605,7 +633,7 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--probe-images", type=int, default=200, help="test images for maps and confusion"
     )
-    p.add_argument("--streams", type=int, default=32, help="selective-decoding streams (0: skip)")
+    p.add_argument("--streams", type=int, default=64, help="selective-decoding streams (0: skip)")
     p.add_argument(
         "--node-prices",
         type=Path,

@@ -14,6 +14,7 @@ from vlarena.data.registry import load_dataset
 from vlarena.events import OnEvent, ProgressEvent
 from vlarena.experiments.features import cached_features
 from vlarena.experiments.runtime import configured_threads
+from vlarena.jobs.confinement import Confinement
 from vlarena.jobs.spec import DatasetSpec
 from vlarena.models.base import VLModel
 
@@ -22,10 +23,11 @@ class EmptySplit(DataError):
     """A split a job needs holds no record."""
 
 
-def open_dataset(dataset: DatasetSpec) -> Dataset:
-    """The whole dataset of a job spec: a built-in by name (with options) or a manifest."""
+def open_dataset(dataset: DatasetSpec, confinement: Confinement | None = None) -> Dataset:
+    """The whole dataset of a job spec: a built-in by name (with options) or a manifest, read
+    under a submitted job's `confinement`."""
     if dataset.uri is not None:
-        return load_dataset(dataset.uri)
+        return load_dataset(dataset.uri, confinement=confinement)
     assert dataset.name is not None  # the spec holds exactly one of name and uri
     return load_dataset(dataset.name, **dataset.options)
 

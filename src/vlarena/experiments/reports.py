@@ -13,7 +13,11 @@ import torch
 
 from vlarena.evaluation.report import probes as probe
 from vlarena.evaluation.report.report import ReportConfig, render_report
-from vlarena.evaluation.report.selective import SelectiveConfig, selective_decoding
+from vlarena.evaluation.report.selective import (
+    SelectiveConfig,
+    TooFewStreamImages,
+    selective_decoding,
+)
 from vlarena.events import OnEvent, ProgressEvent, emit_log, ignore
 from vlarena.experiments.configs import report_config
 from vlarena.experiments.features import frame_encoder
@@ -21,6 +25,7 @@ from vlarena.experiments.inputs import Splits, open_dataset, visual_inputs
 from vlarena.experiments.runs import trained_dataset
 from vlarena.experiments.runtime import apply_thread_setting, configured_threads
 from vlarena.files import read_json
+from vlarena.jobs.confinement import Confinement
 from vlarena.models.registry import load_model
 from vlarena.rundirs import JobDir
 
@@ -28,15 +33,21 @@ __all__ = ["ReportConfig", "SelectiveConfig", "measure_models", "report_config",
 
 
 def measure_models(
-    job: JobDir, doc: Mapping[str, Any], cfg: ReportConfig, on_event: OnEvent
+    job: JobDir,
+    doc: Mapping[str, Any],
+    cfg: ReportConfig,
+    on_event: OnEvent,
+    confinement: Confinement | None = None,
 ) -> dict[str, Any]:
     """Loads each family's first-seed model and measures the report's pictures and costs on
-    the test split of the data it was trained on."""
+    the test split of the data it was trained on (read under a submitted job's
+    `confinement`)."""
     apply_thread_setting()
     families = doc["families"]
     first = next(iter(families))
     seed = families[first]["seeds"][0]["seed"]
-    splits = Splits.for_training(open_dataset(trained_dataset(job.seed_run(first, seed))))
+    trained = trained_dataset(job.seed_run(first, seed))
+    splits = Splits.for_training(open_dataset(trained, confinement))
     n = min(cfg.probe_images, len(splits.test))
     test = dataclasses.replace(splits.test, records=splits.test.records[:n])
     out: dict[str, Any] = {"decodeSteps": {}, "zeroshotConfusion": {}}
@@ -79,10 +90,13 @@ def measure_models(
                 if model.x_encoder.frozen
                 else None
             )
-            out["selectiveDecoding"] = {
-                "family": family,
-                **selective_decoding(model, cfg.selective, encode),
-            }
+            try:
+                out["selectiveDecoding"] = {
+                    "family": family,
+                    **selective_decoding(model, splits.test, cfg.selective, encode),
+                }
+            except TooFewStreamImages as err:
+                emit_log(on_event, f"report: no selective decoding: {err}")
     emit_log(on_event, "report: batch-1 latency, families interleaved")
     out["latency"] = probe.request_latency(loaded, test, cfg.latency_repeats)
     on_event(ProgressEvent("report", len(families) + 1, len(families) + 1, "models"))
@@ -96,14 +110,16 @@ def write_report(
     cfg: ReportConfig | None = None,
     measured: Mapping[str, Any] | None = None,
     on_event: OnEvent = ignore,
+    confinement: Confinement | None = None,
 ) -> list[str]:
     """Writes the report of the compare job in `job` to `out` (default: its report/):
     report.json, figures/*.png and report.html. Returns the written files, relative to the
-    job's directory where they lie inside it."""
+    job's directory where they lie inside it. A submitted job's data is read under its
+    `confinement`."""
     out = Path(out) if out else job.report
     cfg = cfg or ReportConfig()
     doc = read_json(job.metrics)
-    probes = measure_models(job, doc, cfg, on_event) if cfg.probes else {}
+    probes = measure_models(job, doc, cfg, on_event, confinement) if cfg.probes else {}
     written = render_report(
         doc, out, job_dir=job.path, probes=probes, cfg=cfg, measured=measured, on_event=on_event
     )

@@ -14,8 +14,10 @@ from vlarena.evaluation.statistics import mean_interval, paired_difference
 
 # v2 adds learnedParameters and frozenParameters per family and run, and each run's stages;
 # v3 adds `paired`: per metric, the difference between the two families on the same test
-# items with its intervals (what the verdict decides from).
-METRICS_SCHEMA = "vlarena.metrics/v3"
+# items with its intervals (what the verdict decides from); v4 adds `sweep` where a job trained
+# several budgets: per budget, each family's summary and its runs' costs and metrics, and the
+# paired differences (the rest of the document is the largest budget's).
+METRICS_SCHEMA = "vlarena.metrics/v4"
 ItemScores = dict[str, list[float]]  # metric → its per-item scores, one run's
 
 
@@ -107,6 +109,31 @@ def metrics_document(
         "families": families,
         "paired": paired_differences(run_items) if items is not None else {},
     }
+
+
+def _sweep_entry(doc: dict[str, Any]) -> dict[str, Any]:
+    """One budget of a sweep: what its verdict and the quality-against-cost figures read."""
+    families = {}
+    for name, body in doc["families"].items():
+        runs = [
+            {
+                "seed": s["seed"],
+                "samplesSeen": s["samplesSeen"],
+                "trainFlops": s["trainFlops"],
+                # wall-clock of every stage (target encoding, main loop, Y-decoder)
+                "trainingSeconds": sum(st["seconds"] for st in s["stages"].values()),
+                "metrics": s["metrics"],
+            }
+            for s in body["seeds"]
+        ]
+        families[name] = {"summary": body["summary"], "seeds": runs}
+    return {"budget": doc["budget"], "families": families, "paired": doc["paired"]}
+
+
+def sweep_document(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    """metrics.json of a budget sweep from each budget's own document, smallest budget first:
+    the largest budget's document, with every budget under `sweep`."""
+    return docs[-1] | {"sweep": [_sweep_entry(d) for d in docs]}
 
 
 def summary_values(doc: dict[str, Any]) -> dict[str, float]:

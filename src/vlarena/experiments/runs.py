@@ -3,6 +3,7 @@ evaluation, the run directory), and the evaluation of a saved run on a test set.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Callable
@@ -10,6 +11,7 @@ from typing import Any
 
 import torch
 
+from vlarena.data.manifest import Dataset
 from vlarena.errors import UserInputError
 from vlarena.evaluation.evaluate import EvalConfig, evaluate_model, flat_values
 from vlarena.events import MetricEvent, OnEvent, ProgressEvent, emit_log
@@ -17,7 +19,9 @@ from vlarena.experiments.configs import RunSpec
 from vlarena.experiments.inputs import Splits, open_dataset, visual_inputs
 from vlarena.experiments.provenance import claim_run_dir, components
 from vlarena.experiments.runtime import apply_thread_setting, run_device
+from vlarena.experiments.selection import checkpoint_metrics, selection_metric
 from vlarena.files import read_json, write_json
+from vlarena.jobs.confinement import Confinement
 from vlarena.jobs.spec import DatasetSpec
 from vlarena.models.base import VLModel
 from vlarena.models.registry import build_model, load_model, make_config, save_model
@@ -93,6 +97,7 @@ def train_run(
         on_event=on_event,
         should_stop=should_stop,
         evaluate=curve_point,
+        select=selection_metric,
         dist=dist,
         device=device,
     )
@@ -101,7 +106,11 @@ def train_run(
         shutdown_distributed()
     if not dist.is_main:
         return {}
-    stage = model.auxiliary_stage(targets)
+    started = time.perf_counter()
+    stage = model.auxiliary_stage(
+        targets, examples=(train_visual, source.captions), samples=result.samples_seen
+    )
+    stage_setup_seconds = time.perf_counter() - started
     auxiliary: dict[str, float] = {}
     per_sample = result.flops_per_sample
     stages: dict[str, dict[str, Any]] = {
@@ -126,7 +135,7 @@ def train_run(
         auxiliary = train_auxiliary(stage, tcfg.seed, on_event)
         own = {id(p): p.numel() for p in stage.module.parameters()}
         learned |= own
-        seconds = auxiliary[f"{stage.name}_seconds"]
+        seconds = auxiliary[f"{stage.name}_seconds"] + stage_setup_seconds
         samples = stage.steps * stage.batch_size
         aux_per_sample = auxiliary[f"{stage.name}_flops_per_sample"]
         stages[stage.name] = {
@@ -135,8 +144,12 @@ def train_run(
             "seconds": seconds,
             "samplesPerSecond": samples / max(seconds, 1e-9),
             "flopsPerSample": aux_per_sample,
-            "flops": aux_per_sample * samples,
+            # its steps, and what it computed first (the predictions it learns from)
+            "flops": aux_per_sample * samples + stage.prepare_flops,
         }
+        cosine = _validation_cosine(model, val_visual, splits.val)
+        if cosine is not None:
+            stages[stage.name]["validationCosine"] = cosine
     save_model(model, run_dir.model)
     write_json(run_dir.run_file, run.describe())
     write_json(run_dir.captions, splits.train.captions())
@@ -183,11 +196,38 @@ def train_run(
         "model": run_dir.model.name,
         "provenance": run_hash,
     }
+    # The best-on-validation checkpoint is measured and reported beside the last one; the
+    # comparison reads the last (`metrics`), so the selection never decides (README).
+    record["checkpoints"] = checkpoint_metrics(
+        model,
+        result,
+        evaluation["metrics"],
+        lambda: evaluate_model(
+            model,
+            splits.test,
+            test_visual,
+            dataclasses.replace(run.eval_config(), latency_repeats=0),
+            train_captions=splits.train.captions(),
+            on_event=on_event,
+        )["metrics"],
+        keep=stage.module if stage is not None else None,
+    )
     on_event(MetricEvent(result.samples_seen, flat_values(evaluation)))
     write_json(run_dir.items, evaluation["items"], indent=None)
     write_json(run_dir.result, record)
     run_dir.checkpoint.unlink(missing_ok=True)
     return record
+
+
+def _validation_cosine(model: VLModel, visual: torch.Tensor, val: Dataset) -> float | None:
+    """Mean cosine between the model's predicted embedding of each validation image and its
+    first caption's target: how aligned the embeddings the Y-decoder reads are (None for a
+    model that predicts no embedding, or no captioned validation image)."""
+    rows = [i for i, r in enumerate(val.records) if r.captions]
+    if not rows:
+        return None
+    cosine = model.prediction_cosine(visual[rows], [val.records[i].captions[0] for i in rows])
+    return None if cosine is None else float(cosine.mean())
 
 
 @torch.no_grad()
@@ -207,12 +247,12 @@ def trained_dataset(run_dir: RunDir) -> DatasetSpec:
     return DatasetSpec.model_validate(read_json(run_dir.run_file)["dataset"])
 
 
-def training_captions(run_dir: RunDir) -> list[str]:
+def training_captions(run_dir: RunDir, confinement: Confinement | None = None) -> list[str]:
     """The captions of the run's training split: stored beside the model at training time, or
     (runs saved before that) read again from the data it trained on."""
     if run_dir.captions.exists():
         return list(read_json(run_dir.captions))
-    return open_dataset(trained_dataset(run_dir)).split("train").captions()
+    return open_dataset(trained_dataset(run_dir), confinement).split("train").captions()
 
 
 def evaluate_run(
@@ -222,8 +262,10 @@ def evaluate_run(
     on_event: OnEvent,
     *,
     all_test: bool = False,
+    confinement: Confinement | None = None,
 ) -> dict[str, Any]:
-    """Evaluates a saved model on a dataset's test split (default: the one it was trained on).
+    """Evaluates a saved model on a dataset's test split (default: the one it was trained on),
+    reading data under a submitted job's `confinement`.
 
     On another dataset, a manifest whose records are all marked `split: test` works, and
     `all_test` takes every record as test. What needs training captions (the chance levels of
@@ -232,11 +274,11 @@ def evaluate_run(
     apply_thread_setting()
     model = load_model(run_dir.model)
     trained_spec = trained_dataset(run_dir)
-    full = open_dataset(dataset or trained_spec)
+    full = open_dataset(dataset or trained_spec, confinement)
     if all_test and (
         dataset is None
         or dataset == trained_spec
-        or open_dataset(trained_spec).content_digest == full.content_digest
+        or open_dataset(trained_spec, confinement).content_digest == full.content_digest
     ):
         raise SameDataError(
             f"{run_dir.path} was trained on this very manifest: taking every record as test "
@@ -251,6 +293,6 @@ def evaluate_run(
         splits.test,
         visual,
         cfg,
-        train_captions=training_captions(run_dir),
+        train_captions=training_captions(run_dir, confinement),
         on_event=on_event,
     )

@@ -12,6 +12,7 @@ from fastapi.security import HTTPBearer, SecurityScopes
 from vlarena.gateway.auth import ANONYMOUS_ADMIN, ApiKeys, Principal, Scope
 from vlarena.gateway.documents import JobDocuments
 from vlarena.gateway.errors import ApiError
+from vlarena.jobs.confinement import Confinement
 from vlarena.jobs.dispatch import JobDispatcher
 from vlarena.jobs.registry import ModelRegistry
 from vlarena.jobs.store import JobStore
@@ -55,10 +56,15 @@ async def get_dispatcher(request: Request) -> JobDispatcher:
     return _services(request).dispatcher
 
 
+async def get_confinement(request: Request) -> Confinement:
+    return Confinement.from_settings(_services(request).settings)
+
+
 StoreDep = Annotated[JobStore, Depends(get_store)]
 StreamsDep = Annotated[JobStreams, Depends(get_streams)]
 RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
 DispatcherDep = Annotated[JobDispatcher, Depends(get_dispatcher)]
+ConfinementDep = Annotated[Confinement, Depends(get_confinement)]
 
 
 class ApiKeyAuth(HTTPBearer):

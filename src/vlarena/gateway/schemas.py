@@ -109,6 +109,12 @@ COMPARE_EXAMPLE: dict[str, Any] = {
     "budget": {"samples": 20000},
     "seeds": 3,
 }
+SWEEP_EXAMPLE: dict[str, Any] = {
+    "type": "compare",
+    "dataset": {"name": "fashion-grid"},
+    "budgets": [{"samples": 5000}, {"samples": 20000}, {"samples": 80000}],
+    "seeds": 3,
+}
 EVALUATE_EXAMPLE: dict[str, Any] = {
     "type": "evaluate",
     "source": {"model": "fashion-vl-jepa", "alias": "production"},
@@ -119,6 +125,10 @@ VALIDATE_ONLY_EXAMPLE: dict[str, Any] = {**TRAIN_EXAMPLE, "validateOnly": True}
 SPEC_EXAMPLES: dict[str, dict[str, Any]] = {
     "train": {"summary": "Train a VL-JEPA model", "value": TRAIN_EXAMPLE},
     "compare": {"summary": "Compare both families at an equal budget", "value": COMPARE_EXAMPLE},
+    "budgetSweep": {
+        "summary": "Compare both families at several budgets: where does one overtake the other?",
+        "value": SWEEP_EXAMPLE,
+    },
     "evaluate": {"summary": "Evaluate the production model", "value": EVALUATE_EXAMPLE},
     "validateOnly": {"summary": "Check a spec, create nothing", "value": VALIDATE_ONLY_EXAMPLE},
 }

@@ -33,12 +33,18 @@ ModelFamily = Literal["token-vlm", "vl-jepa"]
 # Held to the model registries by tests/experiments/test_spec_parity.py: the spec imports no torch.
 ModelPreset = Literal["tiny", "small", "base"]
 XEncoderName = Literal["efficientnet-lite0", "vit", "hf"]
+# Where a family's text side starts (README, "Priors"): from MiniLM or at random.
+TextPrior = Literal["pretrained", "scratch"]
 BuiltinDataset = Literal["fashion-grid", "emoji"]
 MODEL_FAMILIES: tuple[str, ...] = ("token-vlm", "vl-jepa")
 
-MetricGroup = Literal["caption_choice", "retrieval", "zeroshot", "vqa", "captioning"]
+MetricGroup = Literal[
+    "caption_choice", "retrieval", "zeroshot", "zeroshot_heldout", "vqa", "captioning"
+]
 
 MAX_PRIORITY = 1000
+# A compare job trains every family and seed once per budget: a sweep's cost grows with it.
+MAX_SWEEP_BUDGETS = 8
 # Model and alias names become parts of Redis keys and URLs.
 NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,127}$"
 
@@ -52,12 +58,17 @@ class SpecModel(BaseModel):
 
 
 def _check_model_config(config: dict[str, Any]) -> dict[str, Any]:
-    """The names a model config picks from the registries: its preset and X-encoder (the
-    family's own fields are checked where the config is built)."""
+    """The names a model config picks from the registries: its preset, text prior and
+    X-encoder (the family's own fields are checked where the config is built)."""
     presets, encoders = get_args(ModelPreset), get_args(XEncoderName)
     if "preset" in config and config["preset"] not in presets:
         raise ValueError(
             f"preset: unknown preset {config['preset']!r}; choose one of {', '.join(presets)}"
+        )
+    priors = get_args(TextPrior)
+    if "text_prior" in config and config["text_prior"] not in priors:
+        raise ValueError(
+            f"text_prior: unknown prior {config['text_prior']!r}; choose one of {', '.join(priors)}"
         )
     encoder = config.get("x_encoder")
     if encoder is not None:
@@ -178,6 +189,16 @@ class Budget(SpecModel):
         if (self.samples is None) == (self.steps is None):
             raise ValueError("give exactly one of 'samples' and 'steps'")
         return self
+
+    @property
+    def unit(self) -> Literal["samples", "steps"]:
+        return "samples" if self.samples is not None else "steps"
+
+    @property
+    def amount(self) -> int:
+        amount = self.samples if self.samples is not None else self.steps
+        assert amount is not None  # _one_unit holds one of the two
+        return amount
 
 
 class Resources(SpecModel):
@@ -305,7 +326,15 @@ class ReportOptions(SpecModel):
 class CompareJobSpec(PlatformFields):
     type: Literal["compare"]
     dataset: DatasetSpec
-    budget: Budget
+    budget: Budget | None = Field(
+        default=None, description="Every run's training budget; give this or `budgets`."
+    )
+    budgets: list[Budget] | None = Field(
+        default=None,
+        description=f"A budget sweep: 2 to {MAX_SWEEP_BUDGETS} budgets in one unit, each "
+        "trained over every family and seed with its own schedule; the report tells at which "
+        'budget one family overtakes the other. E.g. [{"samples": 5000}, {"samples": 20000}].',
+    )
     families: list[ModelFamily] | None = Field(
         default=None, min_length=1, description="Default: every family."
     )
@@ -333,6 +362,40 @@ class CompareJobSpec(PlatformFields):
         if families is not None and len(set(families)) != len(families):
             raise ValueError("families must be distinct")
         return families
+
+    @field_validator("budgets")
+    @classmethod
+    def _sweep(cls, budgets: list[Budget] | None) -> list[Budget] | None:
+        if budgets is None:
+            return None
+        if not 2 <= len(budgets) <= MAX_SWEEP_BUDGETS:
+            raise ValueError(
+                f"a sweep takes 2 to {MAX_SWEEP_BUDGETS} budgets, got {len(budgets)} "
+                "(one budget goes in 'budget')"
+            )
+        if len({b.unit for b in budgets}) > 1:
+            raise ValueError("budgets must all count samples or all count steps")
+        amounts = [b.amount for b in budgets]
+        if repeated := sorted({a for a in amounts if amounts.count(a) > 1}):
+            raise ValueError(
+                f"budgets must be distinct; {', '.join(map(str, repeated))} "
+                f"{budgets[0].unit} appears more than once"
+            )
+        return sorted(budgets, key=lambda b: b.amount)
+
+    @model_validator(mode="after")
+    def _budget_or_sweep(self) -> CompareJobSpec:
+        if (self.budget is None) == (self.budgets is None):
+            raise ValueError("give exactly one of 'budget' and 'budgets'")
+        return self
+
+    @property
+    def all_budgets(self) -> list[Budget]:
+        """Every budget the job trains, smallest first: the sweep's, or its one budget."""
+        if self.budgets is not None:
+            return list(self.budgets)
+        assert self.budget is not None  # _budget_or_sweep holds one of the two
+        return [self.budget]
 
 
 AnyJobSpec = TrainJobSpec | EvaluateJobSpec | CompareJobSpec

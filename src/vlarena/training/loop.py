@@ -7,7 +7,7 @@ import contextlib
 import dataclasses
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -68,6 +68,22 @@ class TrainConfig:
 
 
 @dataclass
+class BestState:
+    """The model's trainable state at the evaluation point where the selection metric was
+    highest so far (the earliest such point on a tie), kept on the CPU."""
+
+    samples_seen: int
+    step: int
+    metric: str
+    value: float
+    state: dict[str, torch.Tensor]
+
+    def to_checkpoint(self) -> dict[str, Any]:
+        # Not dataclasses.asdict, which would deep-copy every tensor of the state.
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+
+@dataclass
 class TrainResult:
     steps: int
     samples_seen: int
@@ -77,6 +93,8 @@ class TrainResult:
     curve: list[dict[str, Any]] = field(default_factory=list)
     # FLOPs of one sample's forward and backward pass (counted on the first step run here).
     flops_per_sample: float | None = None
+    # The best-on-validation state; None without evaluation points or a selection metric.
+    best: BestState | None = None
 
 
 def _atomic_torch_save(obj: Any, path: Path) -> None:
@@ -89,7 +107,9 @@ class Trainer:
 
     `on_event` receives progress, metrics and checkpoint events; `should_stop` is polled
     between steps (True: checkpoint and raise StopRequested); `evaluate` computes the metrics
-    of an evaluation point. With `checkpoint`, training saves there and resumes from it.
+    of an evaluation point, and `select` names the one of them (higher is better) whose best
+    point's state the trainer keeps (`TrainResult.best`). With `checkpoint`, training saves
+    there, the best state included, and resumes from it.
     """
 
     def __init__(
@@ -103,6 +123,7 @@ class Trainer:
         on_event: OnEvent | None = None,
         should_stop: Callable[[], bool] | None = None,
         evaluate: Callable[[VLModel], dict[str, float]] | None = None,
+        select: Callable[[Mapping[str, float]], str | None] | None = None,
         dist: DistContext | None = None,
         device: torch.device | None = None,
     ) -> None:
@@ -111,6 +132,7 @@ class Trainer:
         self.on_event = on_event or ignore
         self.should_stop = should_stop or (lambda: False)
         self.evaluate = evaluate
+        self.select = select
         self.dist = dist or DistContext()
         self.device = device or torch.device("cpu")
         self.model.to(self.device)
@@ -122,6 +144,7 @@ class Trainer:
         self.train_seconds = 0.0
         self.last_loss = float("nan")
         self.flops_per_sample: float | None = None
+        self.best: BestState | None = None
         self._ddp = (
             DistributedDataParallel(
                 model, device_ids=[self.device.index] if self.device.type == "cuda" else None
@@ -145,6 +168,7 @@ class Trainer:
                 "curve": self.curve,
                 "train_seconds": self.train_seconds,
                 "last_loss": self.last_loss,
+                "best": None if self.best is None else self.best.to_checkpoint(),
                 "train_config": dataclasses.asdict(self.cfg),
             },
             self.checkpoint_path,
@@ -167,6 +191,11 @@ class Trainer:
         self.curve = blob["curve"]
         self.train_seconds = blob["train_seconds"]
         self.last_loss = blob["last_loss"]
+        if blob.get("best") is not None:  # checkpoints written before best states had none
+            best = blob["best"]
+            self.best = BestState(
+                **{**best, "state": {k: v.cpu() for k, v in best["state"].items()}}
+            )
         emit_log(
             self.on_event,
             f"resumed from checkpoint at step {self.step} ({self.samples_seen} samples seen)",
@@ -234,7 +263,19 @@ class Trainer:
             **metrics,
         }
         self.curve.append(point)
+        self._keep_if_best(metrics)
         self.on_event(MetricEvent(self.samples_seen, point))
+
+    def _keep_if_best(self, metrics: Mapping[str, float]) -> None:
+        name = self.select(metrics) if self.select else None
+        if name is None or not math.isfinite(value := float(metrics[name])):
+            return
+        if self.best is None or value > self.best.value:
+            state = {
+                k: v.detach().to("cpu", copy=True)
+                for k, v in self.model.trainable_state_dict().items()
+            }
+            self.best = BestState(self.samples_seen, self.step, name, value, state)
 
     def fit(self) -> TrainResult:
         cfg = self.cfg
@@ -285,4 +326,5 @@ class Trainer:
             train_seconds=self.train_seconds,
             curve=self.curve,
             flops_per_sample=self.flops_per_sample,
+            best=self.best,
         )

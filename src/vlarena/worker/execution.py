@@ -14,6 +14,7 @@ from typing import Any, Protocol, TypeVar
 
 from vlarena.errors import UserInputError
 from vlarena.events import Event, as_dict, describe, event_from_dict
+from vlarena.jobs.confinement import Confinement
 from vlarena.jobs.spec import is_multi_node, parse_job_spec
 from vlarena.jobs.store import Claim, JobStore, RegisteredVersion
 from vlarena.rundirs import AttemptsDir
@@ -37,15 +38,22 @@ def _run_ml_core(
     *,
     on_event: Callable[[Event], None],
     should_stop: Callable[[], bool],
+    confinement: Confinement,
 ) -> dict[str, Any]:
     from vlarena.experiments.jobs import run_job  # torch: imported by workers only
 
-    return run_job(parse_job_spec(spec), workdir, on_event=on_event, should_stop=should_stop)
+    return run_job(
+        parse_job_spec(spec),
+        workdir,
+        on_event=on_event,
+        should_stop=should_stop,
+        confinement=confinement,
+    )
 
 
-# What runs each job type. Every runner takes (spec, workdir, *, on_event, should_stop),
-# resumes from what a previous attempt left in `workdir`, and returns
-# {"metrics", "artifacts", "models"}.
+# What runs each job type. Every runner takes (spec, workdir, *, on_event, should_stop,
+# confinement), reads only what the confinement lets a submitted job read, resumes from what a
+# previous attempt left in `workdir`, and returns {"metrics", "artifacts", "models"}.
 JOB_RUNNERS: dict[str, Runner] = {
     "train": _run_ml_core,
     "evaluate": _run_ml_core,
@@ -316,7 +324,10 @@ class JobExecution:
                 else [spec.get("model", {}).get("family", "")]
             )
             self._progress = JobProgress(spec, families)
-            runner = JOB_RUNNERS[record.type]
+            runner = functools.partial(
+                JOB_RUNNERS[record.type],
+                confinement=Confinement.from_settings(runtime.settings),
+            )
             if is_multi_node(spec):
                 from vlarena.worker.launcher import run_on_cluster
 

@@ -17,6 +17,13 @@ CATEGORY_COLOURS = (
     "#bab0ac",
 )
 
+# The selective-decoding curves: result key → (legend name, colour).
+SELECTIVE_CURVES = {
+    "uniform": ("uniform", "#777"),
+    "selective": ("selective", "#d1495b"),
+    "rawFeature": ("raw-feature segmentation", "#edae49"),
+}
+
 
 def family_colour(families: list[str], family: str) -> str:
     """A family's colour: by its place among the report's families."""

@@ -11,12 +11,18 @@ import numpy as np
 
 from vlarena.errors import UserInputError
 from vlarena.evaluation.report.cost import DEFAULT_NODES, NodeType, cost_section
-from vlarena.evaluation.report.verdict import verdict
+from vlarena.evaluation.report.sweep import budget_sweep
+from vlarena.evaluation.report.verdict import primary_metrics, verdict
 
 REPORT_SCHEMA = "vlarena.report/v1"
-METRICS_SCHEMA = "vlarena.metrics/v3"
+METRICS_SCHEMA = "vlarena.metrics/v4"
 # Documents this report still reads: v1 lacks learned parameters (its trainable ones stand in).
-READABLE_SCHEMAS = ("vlarena.metrics/v1", "vlarena.metrics/v2", METRICS_SCHEMA)
+READABLE_SCHEMAS = (
+    "vlarena.metrics/v1",
+    "vlarena.metrics/v2",
+    "vlarena.metrics/v3",
+    METRICS_SCHEMA,
+)
 CURVE_KEYS = ("samplesSeen", "step")
 
 # Readable names of the metrics evaluate.py writes (a retrieval pool size follows "@").
@@ -32,6 +38,9 @@ METRIC_LABELS = {
     "zeroshot_top1": "zero-shot top-1",
     "zeroshot_top5": "zero-shot top-5",
     "zeroshot_balanced": "zero-shot balanced accuracy (mean per-class recall)",
+    "zeroshot_heldout_top1": "zero-shot top-1, prompts held out from the captions",
+    "zeroshot_heldout_top5": "zero-shot top-5, prompts held out from the captions",
+    "zeroshot_heldout_balanced": "zero-shot balanced accuracy, prompts held out from the captions",
     "vqa_accuracy": "multiple-choice VQA",
     "cider": "CIDEr-D",
     "bleu4": "BLEU-4",
@@ -278,6 +287,22 @@ def comparison_table(
             values,
             group="decoding cost",
         )
+    cosine = {}
+    for f, b in families.items():
+        vals = [
+            s["stages"]["ydecoder"]["validationCosine"]
+            for s in b["seeds"]
+            if "validationCosine" in (s.get("stages") or {}).get("ydecoder", {})
+        ]
+        cosine[f] = _stat(vals) if vals else None
+    add(
+        "validationCosine",
+        "cosine of predicted and target embeddings on validation (what the Y-decoder reads)",
+        "",
+        "higher",
+        cosine,
+        group="quality",
+    )
     names = sorted(
         {m for body in families.values() for m in body.get("summary", {})}, key=metric_order
     )
@@ -298,6 +323,35 @@ def comparison_table(
             n = body["summary"][name]["n"]
         add(name, metric_label(name), "", "higher", values, chance=chance, n=n, group="quality")
     return rows
+
+
+def checkpoint_selection(doc: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Per family, its last and best-on-validation checkpoints side by side: the samples seen
+    at each (per seed), the selection metric on validation and each use case's primary metric
+    on test (means over seeds). Reported only; the table and the verdict read the last.
+    Families whose runs kept no best state (no validation curve, older runs) are left out."""
+    out = []
+    for family, body in doc["families"].items():
+        runs = [s["checkpoints"] for s in body["seeds"] if "best" in (s.get("checkpoints") or {})]
+        if not runs:
+            continue
+        measured = set.intersection(*(set(c[k]["metrics"]) for c in runs for k in ("last", "best")))
+        rows: dict[str, dict[str, Any]] = {}
+        for key in ("last", "best"):
+            picked = [c[key] for c in runs]
+            validation = [c["value"] for c in picked if c.get("value") is not None]
+            rows[key] = {
+                "samples": [c["samples"] for c in picked],
+                "validation": float(np.mean(validation)) if validation else None,
+                "test": {
+                    name: float(np.mean([c["metrics"][name]["value"] for c in picked]))
+                    for name in primary_metrics(measured).values()
+                },
+            }
+        metric = runs[0]["best"]["metric"]
+        labels = {name: metric_label(name) for name in [metric, *rows["last"]["test"]]}
+        out.append({"family": family, "metric": metric, "labels": labels} | rows)
+    return out
 
 
 def _summaries(doc: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
@@ -329,6 +383,37 @@ def _early(curves: Mapping[str, Any]) -> tuple[dict[str, dict[str, Any]], int | 
                 "n": 0,
             }
     return early, at
+
+
+# What each cell of the family × prior design starts its text side from.
+PRIOR_CELLS: dict[tuple[str, str], str] = {
+    ("token-vlm", "pretrained"): "token embeddings from MiniLM's word-piece table (PCA to the "
+    "model width), full vocabulary, input and output tied, trained",
+    ("token-vlm", "scratch"): "random token embeddings over the training texts' word-pieces",
+    ("vl-jepa", "pretrained"): "targets from pretrained MiniLM (frozen, or learning at "
+    "y_lr_mult × the rate)",
+    ("vl-jepa", "scratch"): "targets from a text encoder of the predictor's size, randomly "
+    "initialised and trained jointly",
+}
+DEFAULT_PRIORS = {"token-vlm": "scratch", "vl-jepa": "pretrained"}
+
+
+def prior_cells(configs: Mapping[str, Mapping[str, Any] | None]) -> list[dict[str, Any]]:
+    """The 2×2 of family × text prior: each cell, what it starts from and whether it ran
+    (configs saved before priors existed ran their family's default)."""
+    ran = {
+        (fam, (cfg or {}).get("text_prior", DEFAULT_PRIORS.get(fam, "")))
+        for fam, cfg in configs.items()
+    }
+    return [
+        {"family": fam, "prior": prior, "startsFrom": text, "ran": (fam, prior) in ran}
+        for (fam, prior), text in PRIOR_CELLS.items()
+    ]
+
+
+def sweep_of(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """The budget sweep of a metrics document that trained several budgets (metrics.json v4)."""
+    return budget_sweep(doc["sweep"], [_summaries(entry) for entry in doc["sweep"]])
 
 
 def build_report(
@@ -366,7 +451,7 @@ def build_report(
         if (latency.get(f) or {}).get("embed"):
             serving[f]["embed"] = latency[f]["embed"]
     seeds = {f: [s["seed"] for s in b["seeds"]] for f, b in families.items()}
-    return {
+    report = {
         "schema": REPORT_SCHEMA,
         "createdAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "title": f"{' vs '.join(families)} on {doc['dataset']['name']}",
@@ -376,8 +461,10 @@ def build_report(
         "families": list(families),
         "seeds": seeds,
         "configs": {f: b.get("config") for f, b in families.items()},
+        "priors": prior_cells({f: b.get("config") for f, b in families.items()}),
         "curves": curves,
         "table": table,
+        "checkpoints": checkpoint_selection(doc),
         "verdict": verdict(
             _summaries(doc),
             paired=doc.get("paired"),
@@ -390,3 +477,6 @@ def build_report(
         "probes": probes,
         "figures": {},
     }
+    if doc.get("sweep"):
+        report["sweep"] = sweep_of(doc)
+    return report

@@ -11,9 +11,11 @@ from typing import Any, cast
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter
 
-from vlarena.evaluation.report.colours import CATEGORY_COLOURS, family_colour
-from vlarena.evaluation.report.comparison import quality_groups
+from vlarena.evaluation.report.colours import CATEGORY_COLOURS, SELECTIVE_CURVES, family_colour
+from vlarena.evaluation.report.comparison import metric_label, quality_groups
+from vlarena.evaluation.report.sweep import COST_AXES, quality_points
 
 DPI = 110
 
@@ -133,18 +135,61 @@ def quality_bars(report: Mapping[str, Any], path: Path) -> Path | None:
     return _save(fig, path)
 
 
+def budget_sweep(report: Mapping[str, Any], path: Path) -> Path | None:
+    """Per use case, its primary metric (with its interval) against samples seen, training
+    FLOPs and wall-clock, one line per family."""
+    sweep = report.get("sweep")
+    if not sweep or not sweep["useCases"]:
+        return None
+    cases = sweep["useCases"]
+    fig = Figure(figsize=(3.6 * len(COST_AXES), 2.8 * len(cases)), layout="constrained")
+    grid = fig.subplots(len(cases), len(COST_AXES), squeeze=False)
+    for row, case in zip(grid, cases, strict=True):
+        for ax, axis in zip(row, COST_AXES, strict=True):
+            for fam in sweep["families"]:
+                line = quality_points(sweep, case, fam, axis)
+                mean = np.array(line["mean"])
+                ax.errorbar(
+                    line["x"],
+                    mean,
+                    yerr=[mean - np.array(line["low"]), np.array(line["high"]) - mean],
+                    color=family_colour(report["families"], fam),
+                    marker="o",
+                    markersize=3,
+                    capsize=2,
+                    linewidth=1,
+                    label=fam,
+                )
+            ax.set_xscale("log")
+            # A sweep spans about a decade: labelled minor ticks would overlap.
+            ax.xaxis.set_minor_formatter(NullFormatter())
+            ax.set_xlabel(COST_AXES[axis], fontsize=8)
+            _style(ax)
+        row[0].set_ylabel(metric_label(case["primary"]), fontsize=8)
+        row[0].set_title(case["label"], fontsize=9, loc="left")
+    grid[0][0].legend(fontsize=7, frameon=False)
+    fig.suptitle(
+        f"Budget sweep over {', '.join(sweep['labels'])}: each use case's primary metric "
+        "(test split, 95% interval) against the cost of training",
+        fontsize=10,
+    )
+    return _save(fig, path)
+
+
 def selective_decoding(result: Mapping[str, Any], path: Path) -> Path:
-    """CIDEr against decoding operations (uniform and selective), and one stream's segments."""
-    fig = Figure(figsize=(10, 6.2), layout="constrained")
+    """CIDEr against decoding operations (uniform, selective, raw-feature segmentation), and
+    one stream's segments."""
+    fig = Figure(figsize=(10, 6.6), layout="constrained")
     # Two rows make an array of subfigures (a single one only for a 1x1 grid).
-    top, bottom = cast(np.ndarray, fig.subfigures(2, 1, height_ratios=[3, 1.4]))
+    top, bottom = cast(np.ndarray, fig.subfigures(2, 1, height_ratios=[3, 1.8]))
     ax = top.subplots()
-    for name, colour, marker in (("uniform", "#777", "s"), ("selective", "#d1495b", "o")):
-        pts = sorted(result[name], key=lambda p: p["decodes"])
+    markers = {"uniform": "s", "selective": "o", "rawFeature": "D"}
+    for key, (name, colour) in SELECTIVE_CURVES.items():
+        pts = sorted(result[key], key=lambda p: p["decodes"])
         ax.plot(
             [p["decodes"] for p in pts],
             [p["cider"] for p in pts],
-            marker=marker,
+            marker=markers[key],
             color=colour,
             label=name,
             markersize=4,
@@ -167,24 +212,23 @@ def selective_decoding(result: Mapping[str, Any], path: Path) -> Path:
         linewidth=0.9,
         label="CIDEr of decoding every frame",
     )
-    for key, colour in (
-        ("uniformOpsAtEveryFrameCider", "#777"),
-        ("selectiveOpsAtEveryFrameCider", "#d1495b"),
-    ):
-        if result.get(key):
-            ax.axvline(result[key], color=colour, linestyle=":", linewidth=0.9)
+    for curve in ("uniform", "selective"):
+        if ops := result.get(f"{curve}OpsAtEveryFrameCider"):
+            ax.axvline(ops, color=SELECTIVE_CURVES[curve][1], linestyle=":", linewidth=0.9)
     ax.set_xscale("log", base=2)
     ax.set_xlabel("text decodes per 64-frame stream (log scale)", fontsize=9)
     ax.set_ylabel("CIDEr-D per frame", fontsize=9)
-    ratio = result.get("ratioAtEqualCider")
+    head = result["headline"]
+    ratio, raw = head["selective"]["ratio"], head["rawFeature"]["ratio"]
     every = result.get("ratioVsEveryFrame")
     ax.set_title(
         "Selective decoding: "
         + (
-            f"{ratio:.2f}× fewer decodes than uniform at equal CIDEr"
+            f"{ratio:.2f}× fewer decodes than uniform at equal CIDEr (paper {head['paper']:.2f}×)"
             if ratio
             else "equal CIDEr not reached"
         )
+        + (f", raw features {raw:.2f}×" if raw else "")
         + (f", {every:.1f}× fewer than every frame" if every else ""),
         fontsize=10,
     )
@@ -194,13 +238,18 @@ def selective_decoding(result: Mapping[str, Any], path: Path) -> Path:
     frames = np.array(example["frames"], dtype=np.uint8)
     n = len(frames)
     strip = np.concatenate(list(frames), axis=1)
-    axs = bottom.subplots(3, 1, height_ratios=[2.2, 0.5, 0.5], sharex=True)
+    axs = bottom.subplots(4, 1, height_ratios=[2.2, 0.5, 0.5, 0.5], sharex=True)
     axs[0].imshow(strip, cmap="gray", extent=(0, n, 0, 1), aspect="auto")
     axs[0].set_title(
-        "one stream (frame thumbnails), its true segments and the segments Ward clustering found",
+        "one stream (frame thumbnails), its true segments and the segments Ward clustering "
+        "found in predicted embeddings and in raw features",
         fontsize=9,
     )
-    for ax2, key, label in ((axs[1], "trueStarts", "true"), (axs[2], "foundStarts", "found")):
+    for ax2, key, label in (
+        (axs[1], "trueStarts", "true"),
+        (axs[2], "foundStarts", "found"),
+        (axs[3], "rawFeatureStarts", "raw"),
+    ):
         bounds = [*example[key], n]
         for i, (a, b) in enumerate(itertools.pairwise(bounds)):
             ax2.axvspan(a, b, color=CATEGORY_COLOURS[i % len(CATEGORY_COLOURS)], alpha=0.85)
@@ -210,7 +259,7 @@ def selective_decoding(result: Mapping[str, Any], path: Path) -> Path:
         ax2.set_xlim(0, n)
         ax2.tick_params(labelsize=7)
     axs[0].set_yticks([])
-    axs[2].set_xlabel("frame", fontsize=8)
+    axs[3].set_xlabel("frame", fontsize=8)
     return _save(fig, path)
 
 
@@ -398,6 +447,8 @@ def draw_all(report: Mapping[str, Any], out_dir: Path) -> dict[str, str]:
         "training_loss": lambda p: training_loss(report, p),
         "quality": lambda p: quality_bars(report, p),
     }
+    if report.get("sweep"):
+        jobs["budget_sweep"] = lambda p: budget_sweep(report, p)
     if probes.get("selectiveDecoding"):
         jobs["selective_decoding"] = lambda p: selective_decoding(probes["selectiveDecoding"], p)
     if probes.get("crossAttention"):

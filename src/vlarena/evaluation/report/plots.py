@@ -9,8 +9,9 @@ from typing import Any
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from vlarena.evaluation.report.colours import CATEGORY_COLOURS, family_colour
-from vlarena.evaluation.report.comparison import quality_groups
+from vlarena.evaluation.report.colours import CATEGORY_COLOURS, SELECTIVE_CURVES, family_colour
+from vlarena.evaluation.report.comparison import metric_label, quality_groups
+from vlarena.evaluation.report.sweep import COST_AXES, quality_points
 
 FONT = {"family": "system-ui, -apple-system, Segoe UI, sans-serif", "size": 12}
 
@@ -201,13 +202,74 @@ def quality_bars(report: Mapping[str, Any]) -> go.Figure | None:
     return _layout(fig, height, barmode="group")
 
 
+def budget_sweep(report: Mapping[str, Any]) -> go.Figure | None:
+    """Per use case, its primary metric against each cost of training, one line per family."""
+    sweep = report.get("sweep")
+    if not sweep or not sweep["useCases"]:
+        return None
+    cases = sweep["useCases"]
+    families = report["families"]
+    fig = make_subplots(
+        len(cases),
+        len(COST_AXES),
+        subplot_titles=[
+            f"{c['label']}: {metric_label(c['primary'])}" if col == 0 else ""
+            for c in cases
+            for col in range(len(COST_AXES))
+        ],
+        horizontal_spacing=0.06,
+    )
+    for r, case in enumerate(cases):
+        for c, axis in enumerate(COST_AXES):
+            for fam in sweep["families"]:
+                line = quality_points(sweep, case, fam, axis)
+                fig.add_trace(
+                    go.Scatter(
+                        x=line["x"],
+                        y=line["mean"],
+                        text=line["budget"],
+                        customdata=list(zip(line["low"], line["high"], strict=True)),
+                        mode="lines+markers",
+                        name=fam,
+                        legendgroup=fam,
+                        showlegend=r == 0 and c == 0,
+                        line={"color": family_colour(families, fam)},
+                        error_y={
+                            "type": "data",
+                            "symmetric": False,
+                            "array": [
+                                h - m for h, m in zip(line["high"], line["mean"], strict=True)
+                            ],
+                            "arrayminus": [
+                                m - lo for lo, m in zip(line["low"], line["mean"], strict=True)
+                            ],
+                            "thickness": 1,
+                        },
+                        hovertemplate=f"{fam} at %{{text}}<br>%{{x:.3s}}<br>%{{y:.3f}} "
+                        "[%{customdata[0]:.3f}, %{customdata[1]:.3f}]<extra></extra>",
+                    ),
+                    row=r + 1,
+                    col=c + 1,
+                )
+            fig.update_xaxes(
+                type="log",
+                title_text=COST_AXES[axis],
+                title_font={"size": 10},
+                row=r + 1,
+                col=c + 1,
+            )
+    return _layout(fig, 300 * len(cases) + 60)
+
+
 def selective_decoding(result: Mapping[str, Any]) -> go.Figure:
     fig = go.Figure()
-    for name, colour, symbol in (("uniform", "#777", "square"), ("selective", "#d1495b", "circle")):
-        pts = sorted(result[name], key=lambda p: p["decodes"])
+    symbols = {"uniform": "square", "selective": "circle", "rawFeature": "diamond"}
+    for key, (name, colour) in SELECTIVE_CURVES.items():
+        symbol = symbols[key]
+        pts = sorted(result[key], key=lambda p: p["decodes"])
         setting = [
             f"every {p['every']} frames"
-            if name == "uniform"
+            if key == "uniform"
             else f"{p['segments']} segments, boundary F1 {p['boundaryF1']:.2f}"
             for p in pts
         ]
@@ -235,7 +297,7 @@ def selective_decoding(result: Mapping[str, Any]) -> go.Figure:
             hovertemplate="true segments<br>%{x:.2f} decodes/stream<br>CIDEr %{y:.3f}<extra></extra>",
         )
     )
-    xs = [p["decodes"] for p in result["uniform"] + result["selective"]]
+    xs = [p["decodes"] for key in SELECTIVE_CURVES for p in result[key]]
     fig.add_trace(
         go.Scatter(
             x=[min(xs), max(xs)],

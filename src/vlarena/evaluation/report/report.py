@@ -33,9 +33,7 @@ class ReportConfig:
     probe_images: int = 200  # test images for the maps and the confusion matrix
     attention_examples: int = 2
     latency_repeats: int = 5
-    selective: SelectiveConfig | None = dataclasses.field(
-        default_factory=lambda: SelectiveConfig(streams=32)
-    )
+    selective: SelectiveConfig | None = dataclasses.field(default_factory=SelectiveConfig)
     nodes: tuple[NodeType, ...] = DEFAULT_NODES
 
 
@@ -86,5 +84,6 @@ def load_nodes(path: Path) -> tuple[NodeType, ...]:
 
 
 def verdict_lines(report_dir: Path) -> Iterable[str]:
+    """The verdict's sentences, then a budget sweep's crossover per use case."""
     report = json.loads((Path(report_dir) / REPORT_FILE).read_text())
-    return report["verdict"]["summary"]
+    return report["verdict"]["summary"] + (report.get("sweep") or {}).get("summary", [])

@@ -32,6 +32,8 @@ USE_CASES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
             "t2i_r1@",
             "zeroshot_top1",
             "zeroshot_balanced",
+            "zeroshot_heldout_top1",
+            "zeroshot_heldout_balanced",
         ),
     ),
     ("answer", "answering multiple-choice questions about an image", ("vqa_accuracy",)),

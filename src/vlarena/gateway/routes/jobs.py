@@ -19,6 +19,7 @@ from sse_starlette.sse import EventSourceResponse
 from vlarena.gateway.auth import Scope
 from vlarena.gateway.deps import (
     READ_SECURITY,
+    ConfinementDep,
     DispatcherDep,
     ReadAccess,
     RegistryDep,
@@ -45,6 +46,7 @@ from vlarena.gateway.schemas import (
     example_response,
     sse_example,
 )
+from vlarena.jobs.confinement import spec_problems
 from vlarena.jobs.records import JobRecord
 from vlarena.jobs.registry import ModelRegistry
 from vlarena.jobs.spec import (
@@ -85,6 +87,11 @@ def _dump(model: Any) -> Any:
 def _invalid(field: str, message: str) -> ApiError:
     details = [{"field": field, "message": message, "type": "invalid_reference"}]
     return ApiError(422, "validation_error", f"{field}: {message}", details)
+
+
+def _confined(problems: list[tuple[str, str]]) -> ApiError:
+    details = [{"field": f, "message": m, "type": "confinement"} for f, m in problems]
+    return ApiError(422, "validation_error", "; ".join(f"{f}: {m}" for f, m in problems), details)
 
 
 async def _require_job(store: JobStore, job_id: str) -> JobRecord:
@@ -162,15 +169,20 @@ async def submit_job(
     store: StoreDep,
     registry: RegistryDep,
     dispatcher: DispatcherDep,
+    confinement: ConfinementDep,
 ) -> JSONResponse:
     """Validates a spec and queues the job; a repeated `submissionId` returns the first job.
 
-    A bad spec gets 422 naming each field path. With `validateOnly` nothing is created. GPU jobs
+    A bad spec gets 422 naming each field path, as does a path outside the directories
+    submitted jobs may read (the artifact store and the data roots; README, "Security model").
+    With `validateOnly` nothing is created. GPU jobs
     (`resources.gpus > 0`) wait in the `gpu` queue; while no GPU worker runs they stay QUEUED
     with a `NoWorker` event saying so.
     """
     if isinstance(spec, EvaluateJobSpec):
         spec = await _resolve_source(spec, store, registry)
+    if problems := await anyio.to_thread.run_sync(spec_problems, spec, confinement):
+        raise _confined(problems)
     if spec.validate_only:
         validation = SpecValidation(queue=queue_for(spec), spec=spec_document(spec))
         return JSONResponse(_dump(validation))
@@ -464,7 +476,7 @@ async def list_artifacts(job_id: JobId, _principal: ReadAccess, store: StoreDep)
             "content": {
                 "application/octet-stream": {
                     "schema": {"type": "string", "format": "binary"},
-                    "example": '{"schema": "vlarena.metrics/v3", "families": {...}}',
+                    "example": '{"schema": "vlarena.metrics/v4", "families": {...}}',
                 }
             },
         },

@@ -8,7 +8,9 @@ signature, or past its expiry, gets 401.
 
 `GET /v1/jobs/{id}/report` redirects to the page under `/v1/shared/{id}/{expires}/{sig}/`, a
 prefix that carries the signature in the path: the page's relative links (figures,
-metrics.json, models) resolve under it and stay signed, and reach only that job's files.
+metrics.json) resolve under it and stay signed. They reach only the report: the files under
+the job's report/ and the metrics.json it was drawn from, never models or checkpoints (those
+need an API key).
 `GET /reports` is an index of every finished compare job with a report, each linked with the
 index link's expiry. Pages are the stored `report.html` (self-contained: images inlined, Plotly
 shipped with it), so the gateway renders nothing and imports no plotting library.
@@ -128,6 +130,12 @@ async def _expiry(request: Request, body: LinkRequest | None) -> int:
     return int(time.time()) + (ttl or _services(request).settings.link_ttl_seconds)
 
 
+def _in_report(job: JobDir, target: Path) -> bool:
+    """Whether a resolved file is one a signed link may open: the report's own files (its
+    page, report.json, figures) or the metrics.json the page links to."""
+    return target.is_relative_to(job.report.resolve()) or target == job.metrics.resolve()
+
+
 def _has_report(record: JobRecord) -> bool:
     return bool(record.workdir and (Path(record.workdir) / REPORT_PAGE).is_file())
 
@@ -203,7 +211,7 @@ async def job_report(
 @router.get(
     "/v1/shared/{job_id}/{expires}/{sig}/{path:path}",
     name="shared_file",
-    summary="A file of a job's run directory under a signed report link",
+    summary="A file of a job's report under a signed report link",
     response_class=FileResponse,
     responses={
         200: {
@@ -226,9 +234,10 @@ async def shared_file(
     record = await store.get(job_id)
     if record is None or not record.workdir:
         raise ApiError(404, "not_found", f"job {job_id} has no files")
-    target = JobDir(Path(record.workdir)).file(path)
-    if target is None:
-        raise ApiError(404, "not_found", f"no file {path!r} in job {job_id}")
+    job = JobDir(Path(record.workdir))
+    target = job.file(path)
+    if target is None or not _in_report(job, target):
+        raise ApiError(404, "not_found", f"no file {path!r} in the report of job {job_id}")
     media_type = mimetypes.guess_type(target.name)[0] or "application/octet-stream"
     return FileResponse(
         target, media_type=media_type, headers={"Cache-Control": "private, max-age=300"}
