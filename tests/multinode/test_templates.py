@@ -132,3 +132,28 @@ def test_multi_node_specs_are_accepted_for_train_jobs_only() -> None:
         JOB_SPEC_ADAPTER.validate_python(compare)
     with pytest.raises(ValueError, match=r"resources\.nodes"):
         JOB_SPEC_ADAPTER.validate_python({**compare, "type": "train", "resources": {"nodes": 0}})
+
+
+def test_pods_run_the_job_confined_with_the_workers_settings(tmp_path: Path) -> None:
+    settings = Settings(
+        artifact_dir=Path("/var/lib/vlarena"),
+        data_roots=[Path("/data/shared")],
+        allow_image_urls=True,
+        image_url_max_bytes=1234,
+    )
+    _, job = objects(settings)
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    assert container["args"][-1] == "--confined"
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    pod_settings = Settings(
+        **{
+            "data_roots": yaml.safe_load(env["VLARENA_DATA_ROOTS"]),
+            "allow_image_urls": yaml.safe_load(env["VLARENA_ALLOW_IMAGE_URLS"]),
+            "image_url_max_bytes": int(env["VLARENA_IMAGE_URL_MAX_BYTES"]),
+        }
+    )
+    assert pod_settings.data_roots == [Path("/data/shared")]
+    assert pod_settings.allow_image_urls and pod_settings.image_url_max_bytes == 1234
+    pytorchjob = render_pytorchjob(JOB_ID, 1, example_spec(), WORKDIR, settings)
+    master = pytorchjob["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]
+    assert master["containers"][0]["args"][-1] == "--confined"

@@ -44,6 +44,8 @@ EMOJI = {"name": "emoji", "options": {}}
 # 100 over 10 pools (1,000 queries). The token VLM runs a decoder pass per image–caption pair,
 # which is what keeps pools of 1,000 to the VL-JEPA floor evaluation.
 EVAL_PAIRED = {"maxImages": 1000, "retrievalPools": [100], "retrievalRepeats": 10}
+# emoji's test split has 184 images: two pools of 100 query each about once.
+EVAL_EMOJI = {"maxImages": 1000, "retrievalPools": [100], "retrievalRepeats": 2}
 PRETRAINED = {"token-vlm": {"text_prior": "pretrained"}, "vl-jepa": {"text_prior": "pretrained"}}
 SCRATCH = {"token-vlm": {"text_prior": "scratch"}, "vl-jepa": {"text_prior": "scratch"}}
 
@@ -58,6 +60,7 @@ COMPARISONS: dict[str, dict[str, Any]] = {
     "emoji-pretrained": {
         "label": "emoji, both priors pretrained",
         "dataset": EMOJI,
+        "evaluation": EVAL_EMOJI,
         "families": PRETRAINED,
         "seeds": 3,
         "budgets": [5_000, 20_000],
@@ -93,7 +96,7 @@ def compare_spec(cmp: dict[str, Any], quick: bool = False) -> dict[str, Any]:
     """The compare job of one comparison (--quick: budgets and test items cut to a tenth)."""
     scale = QUICK_SCALE if quick else 1.0
     budgets = [max(QUICK_MIN_SAMPLES, int(b * scale)) if quick else b for b in cmp["budgets"]]
-    evaluation: dict[str, Any] = dict(EVAL_PAIRED)
+    evaluation: dict[str, Any] = dict(cmp.get("evaluation", EVAL_PAIRED))
     if quick:
         evaluation |= {"maxImages": int(1000 * scale), "retrievalRepeats": 1}
     spec: dict[str, Any] = {

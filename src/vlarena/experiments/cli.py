@@ -265,12 +265,24 @@ def _run(
     sink: Callable[[Event], None],
     stop_after: int | None,
     force: bool,
+    confined: bool = False,
 ) -> dict[str, Any] | None:
-    """Runs the job; None when it stopped on request (the same command resumes)."""
+    """Runs the job; None when it stopped on request (the same command resumes). `confined`:
+    under the policy of jobs submitted through the gateway (what a cluster pod runs)."""
     from vlarena.experiments.jobs import StopRequested, run_job
+    from vlarena.jobs.confinement import Confinement
+    from vlarena.settings import get_settings
 
+    confinement = Confinement.from_settings(get_settings()) if confined else None
     try:
-        return run_job(spec, out, on_event=sink, should_stop=_step_limit(stop_after), force=force)
+        return run_job(
+            spec,
+            out,
+            on_event=sink,
+            should_stop=_step_limit(stop_after),
+            force=force,
+            confinement=confinement,
+        )
     except StopRequested as stop:
         if _is_main_rank():
             print(f"vlarena: {stop}; run the same command to resume", file=sys.stderr)
@@ -311,7 +323,7 @@ def cmd_run_job(args: argparse.Namespace) -> int:
     main_rank = _is_main_rank()
     with ProgressPrinter(args.quiet) as printer:
         sink = (_print_json if args.events else printer) if main_rank else ignore
-        result = _run(spec, args.out, sink, args.stop_after_steps, args.force)
+        result = _run(spec, args.out, sink, args.stop_after_steps, args.force, args.confined)
     if main_rank and result is not None:
         write_json(JobDir(args.out).job_result, result)
         if not args.events:
@@ -600,6 +612,12 @@ def register(sub: Any) -> None:
         "--events", action="store_true", help="print progress events as JSON lines on stdout"
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--confined",
+        action="store_true",
+        help="read only what a job submitted through the gateway may (the data roots and image "
+        "URL settings, VLARENA_*): how the pods of a multi-node job run it",
+    )
     _add_set_option(p)
     _add_stop_option(p)
     _add_nodes_option(p)

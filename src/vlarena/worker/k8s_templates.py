@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import re
 import sys
 from pathlib import Path
@@ -66,12 +67,31 @@ def _container_resources(resources: dict[str, Any], settings: Settings) -> dict[
     return {k: v for k, v in (("requests", requests), ("limits", limits)) if v}
 
 
+def _run_job_args(workdir: Path) -> list[str]:
+    """What every pod passes to `run-job`: a submitted job runs confined, as on a worker."""
+    return ["--out", str(workdir), "--events", "--quiet", "--confined"]
+
+
+def _confinement_env(settings: Settings) -> list[dict[str, str]]:
+    """The worker's confinement settings, so the pods read no more than the worker would."""
+    return [
+        {"name": "VLARENA_DATA_ROOTS", "value": json.dumps([str(p) for p in settings.data_roots])},
+        {"name": "VLARENA_ALLOW_IMAGE_URLS", "value": json.dumps(settings.allow_image_urls)},
+        {"name": "VLARENA_IMAGE_URL_MAX_BYTES", "value": str(settings.image_url_max_bytes)},
+        {
+            "name": "VLARENA_IMAGE_URL_TIMEOUT_SECONDS",
+            "value": str(settings.image_url_timeout_seconds),
+        },
+        {"name": "VLARENA_MANIFEST_MAX_BYTES", "value": str(settings.manifest_max_bytes)},
+    ]
+
+
 def _pod_spec(spec: dict[str, Any], workdir: Path, settings: Settings, name: str) -> dict[str, Any]:
     resources = spec.get("resources") or {}
     nodes = int(resources.get("nodes", 1))
     gpus = int(resources.get("gpus", 0))
     command = torchrun_command(
-        ["run-job", str(JobDir(workdir).spec), "--out", str(workdir), "--events", "--quiet"],
+        ["run-job", str(JobDir(workdir).spec), *_run_job_args(workdir)],
         nproc_per_node=max(gpus, 1),
         nnodes=nodes,
         node_rank="$(JOB_COMPLETION_INDEX)",
@@ -107,6 +127,7 @@ def _pod_spec(spec: dict[str, Any], workdir: Path, settings: Settings, name: str
                 },
             },
             {"name": "VLARENA_ARTIFACT_DIR", "value": artifacts},
+            *_confinement_env(settings),
             {"name": "VLARENA_DEVICE", "value": "cuda" if gpus else "cpu"},
             {"name": "PYTHONUNBUFFERED", "value": "1"},
         ],
@@ -218,10 +239,7 @@ def render_pytorchjob(
         "vlarena.cli",
         "run-job",
         str(JobDir(workdir).spec),
-        "--out",
-        str(workdir),
-        "--events",
-        "--quiet",
+        *_run_job_args(workdir),
     ]
 
     def replica(count: int) -> dict[str, Any]:
