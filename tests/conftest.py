@@ -111,11 +111,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    if shutil.which("redis-server") is None:
-        pytest.skip("redis-server is not installed (make system-deps)")
-    directory = tmp_path_factory.mktemp("serving-redis")
+@contextlib.contextmanager
+def _redis_server(directory: Path, *options: str) -> Iterator[str]:
+    """A private redis-server (no persistence) on a free port, with extra `options`."""
     port = _free_port()
     process = subprocess.Popen(
         [
@@ -130,6 +128,7 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             "no",
             "--dir",
             str(directory),
+            *options,
         ],
         stdout=(directory / "redis.log").open("wb"),
         stderr=subprocess.STDOUT,
@@ -144,6 +143,29 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             process.kill()
             pytest.fail("redis-server did not start")
         time.sleep(0.05)
-    yield f"redis://127.0.0.1:{port}/0"
-    process.terminate()
-    process.wait(10)
+    try:
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed (make system-deps)")
+    # Bounded and never evicting, as the chart runs it.
+    directory = tmp_path_factory.mktemp("serving-redis")
+    with _redis_server(directory, "--maxmemory", "1gb", "--maxmemory-policy", "noeviction") as url:
+        yield url
+
+
+@pytest.fixture
+def small_redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A redis-server of its own with a few MiB of `maxmemory` and `noeviction`, as the chart
+    runs it: tests fill it to see what a full Redis does."""
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed (make system-deps)")
+    directory = tmp_path_factory.mktemp("small-redis")
+    with _redis_server(directory, "--maxmemory", "4mb", "--maxmemory-policy", "noeviction") as url:
+        yield url

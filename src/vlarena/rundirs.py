@@ -209,7 +209,7 @@ class AttemptsDir:
         return workdir
 
     def prune(self, keep: Path) -> None:
-        """Removes the directories of the other attempts once the job has succeeded."""
+        """Removes the directories of the other attempts once the job has ended."""
         for _, path in self.attempts():
             if path != keep:
                 shutil.rmtree(path, ignore_errors=True)

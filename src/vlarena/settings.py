@@ -115,6 +115,28 @@ class Settings(BaseSettings):
     link_ttl_seconds: int = Field(
         default=24 * 3600, ge=60, description="Default lifetime of a signed report link."
     )
+    max_body_bytes: int = Field(
+        default=1024 * 1024,
+        ge=1024,
+        description="Largest request body of the gateway's routes (streamed bytes counted, "
+        "chunked uploads included): 413 beyond it. The inference routes that take images have "
+        "their own limit (`inference_max_image_bytes` × `inference_max_batch`).",
+    )
+    rate_limit_requests: int = Field(
+        default=0,
+        ge=0,
+        description="Requests one API key may make per `rate_limit_window_seconds`, counted in "
+        "Redis across every gateway replica (429 with Retry-After beyond it); 0: no limit.",
+    )
+    rate_limit_window_seconds: int = Field(
+        default=60, ge=1, description="The window `rate_limit_requests` counts over."
+    )
+    max_active_jobs_per_caller: int = Field(
+        default=0,
+        ge=0,
+        description="Jobs one API key may have waiting or running at once (429 with "
+        "Retry-After beyond it); 0: no limit.",
+    )
     gateway_host: str = Field(default="127.0.0.1", description="Address the gateway binds.")
     gateway_port: int = Field(default=8080, ge=0, le=65535, description="Port of the gateway.")
     gateway_workers: int = Field(default=1, ge=1, description="uvicorn worker processes.")
@@ -152,6 +174,30 @@ class Settings(BaseSettings):
     )
     log_max_entries: int = Field(
         default=100_000, ge=100, description="Log lines and events kept per job (oldest dropped)."
+    )
+    job_retention_seconds: int = Field(
+        default=7 * 24 * 3600,
+        ge=0,
+        description="How long a finished job's record, logs and events stay in Redis (its "
+        "results stay in the artifact store); 0 keeps them forever.",
+    )
+    stream_max_followers: int = Field(
+        default=100,
+        ge=1,
+        description="Log and event streams (`follow=true`) one gateway process serves at once; "
+        "past it a follower gets 503 with Retry-After.",
+    )
+    stream_idle_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        description="A followed stream that delivers nothing this long is ended; the client "
+        "reconnects with Last-Event-ID.",
+    )
+    stream_max_seconds: float = Field(
+        default=3600.0,
+        gt=0,
+        description="Longest a followed stream lasts before the client reconnects with "
+        "Last-Event-ID.",
     )
     log_format: Literal["json", "text"] = Field(
         default="json",

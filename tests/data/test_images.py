@@ -139,14 +139,14 @@ def test_a_damaged_png_is_an_image_error_whatever_the_damage(tmp_path):
 
 def test_the_gateway_answers_a_damaged_png_with_415_not_a_server_error():
     from vlarena.gateway.errors import ApiError
-    from vlarena.gateway.inference_images import decode_image
+    from vlarena.gateway.inference_images import decode_images
     from vlarena.serving.config import ServingSettings
 
     settings = ServingSettings()
     statuses = set()
-    for i, data in enumerate(damaged_pngs(3000)):
+    for data in damaged_pngs(3000):
         try:
-            decode_image(data, 4, i, settings)
+            decode_images([data], 4, settings)
         except ApiError as err:
             statuses.add(err.status)
     assert statuses == {415}  # some damage decodes anyway; none escapes as another error

@@ -385,6 +385,19 @@ def test_data_volumes_are_the_roots_submitted_jobs_read_mounted_read_only(
         assert claim["persistentVolumeClaim"] == {"claimName": "coco-datasets", "readOnly": True}
 
 
+def test_the_gateway_gets_its_request_limits_from_the_chart(
+    default_objects: list[dict[str, Any]],
+) -> None:
+    gateway = named(default_objects, "Deployment", full("gateway"))
+    env = env_of(pod_spec(gateway)["containers"][0])
+    assert env["VLARENA_MAX_BODY_BYTES"] == "1048576"
+    assert int(env["VLARENA_RATE_LIMIT_REQUESTS"]) > 0
+    assert int(env["VLARENA_MAX_ACTIVE_JOBS_PER_CALLER"]) > 0
+    objects = render(set_json=["gateway.limits.rateLimitRequests=0"])
+    gateway = named(objects, "Deployment", full("gateway"))
+    assert env_of(pod_spec(gateway)["containers"][0])["VLARENA_RATE_LIMIT_REQUESTS"] == "0"
+
+
 # Settings and secrets.
 
 
@@ -489,6 +502,39 @@ def test_redis_keeps_an_append_only_file_on_a_volume(default_objects: list[dict[
     assert "appendonly yes" in config.splitlines()
     artifacts = named(default_objects, "PersistentVolumeClaim", full("artifacts"))
     assert artifacts["spec"]["accessModes"] == ["ReadWriteMany"]
+
+
+_BYTES = {"kb": 1024, "mb": 1024**2, "gb": 1024**3, "Ki": 1024, "Mi": 1024**2, "Gi": 1024**3}
+
+
+def _bytes(quantity: str) -> int:
+    number = quantity.rstrip("kmgbKMGi")
+    return int(number) * _BYTES[quantity[len(number) :]]
+
+
+def test_redis_refuses_writes_below_its_memory_limit_and_never_evicts(
+    default_objects: list[dict[str, Any]],
+) -> None:
+    config = named(default_objects, "ConfigMap", full("redis"))["data"]["redis.conf"].splitlines()
+    assert "maxmemory-policy noeviction" in config
+    (maxmemory,) = [line.split()[1] for line in config if line.startswith("maxmemory ")]
+    redis = named(default_objects, "StatefulSet", full("redis"))
+    limit = container(redis, "redis")["resources"]["limits"]["memory"]
+    # Room above maxmemory for the AOF rewrite's fork and client buffers: an OOM kill would
+    # replay the same file into a crash loop.
+    assert _bytes(maxmemory) <= 0.8 * _bytes(limit)
+    objects = render(set_json=['redis.maxmemory="2gb"', 'redis.resources.limits.memory="3Gi"'])
+    config = named(objects, "ConfigMap", full("redis"))["data"]["redis.conf"].splitlines()
+    assert "maxmemory 2gb" in config
+
+
+def test_finished_jobs_expire_after_the_charts_retention(
+    default_objects: list[dict[str, Any]],
+) -> None:
+    for component in ("gateway", "worker-cpu"):
+        workload = named(default_objects, "Deployment", full(component))
+        env = env_of(pod_spec(workload)["containers"][0])
+        assert env["VLARENA_JOB_RETENTION_SECONDS"] == str(7 * 24 * 3600)
 
 
 def test_ingress_terminates_tls_for_the_gateway() -> None:

@@ -44,6 +44,8 @@ def template_with(*set_json: str) -> tuple[int, str]:
         ('gateway.image.digest="latest"', "digest"),
         ('data.volumes=[{"name": "coco", "mountPath": "data", "claimName": "c"}]', "mountPath"),
         ("data.imageUrls.maxBytes=0", "maxBytes"),
+        ("gateway.limits.rateLimitRequests=-1", "rateLimitRequests"),
+        ("gateway.limits.maxBodyBytes=10", "maxBodyBytes"),
     ],
 )
 def test_schema_rejects_bad_values(set_json: str, complaint: str) -> None:

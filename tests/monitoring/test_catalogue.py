@@ -21,7 +21,9 @@ _TYPE = re.compile(r"^# TYPE (vlarena_\w+) (\w+)$", re.MULTILINE)
 def _registered() -> set[tuple[str, str]]:
     """(name, kind) of every vlarena_ family the gateway and worker modules can export."""
     gauges = CollectorRegistry()
-    gauges.register(gateway_metrics._JobGauges({"jobs": {}, "waiting": {}, "workers": {}}))
+    gauges.register(
+        gateway_metrics._JobGauges({"jobs": {}, "waiting": {}, "workers": {}, "memory": {}})
+    )
     gauges.register(worker_metrics.RunningJobGauges(lambda: None))
     text = (generate_latest(REGISTRY) + generate_latest(gauges)).decode()
     return set(_TYPE.findall(text))

@@ -132,6 +132,8 @@ imagePullSecrets:
   value: {{ .Values.config.leaseSeconds | quote }}
 - name: VLARENA_HEARTBEAT_SECONDS
   value: {{ .Values.config.heartbeatSeconds | quote }}
+- name: VLARENA_JOB_RETENTION_SECONDS
+  value: {{ .Values.config.jobRetentionSeconds | int64 | quote }}
 - name: VLARENA_INT8_WEIGHTS
   value: {{ .Values.config.int8Weights | quote }}
 - name: VLARENA_DATA_ROOTS

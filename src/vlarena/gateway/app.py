@@ -11,9 +11,11 @@ from fastapi import FastAPI
 
 import vlarena
 from vlarena.gateway.auth import ApiKeys
-from vlarena.gateway.deps import Services
+from vlarena.gateway.deps import Services, document_statuses
 from vlarena.gateway.documents import JobDocuments
 from vlarena.gateway.errors import install_error_handlers
+from vlarena.gateway.inference_service import serving_settings
+from vlarena.gateway.limits import BodyLimit, RateLimits
 from vlarena.gateway.observe import RequestObserver
 from vlarena.gateway.routes import health, inference, jobs, models, reports
 from vlarena.jobs.dispatch import JobDispatcher
@@ -23,6 +25,9 @@ from vlarena.jobs.streams import JobStreams
 from vlarena.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
+
+# Redis connections the log and event followers of one gateway process share.
+FOLLOWER_CONNECTIONS = 8
 
 DESCRIPTION = """
 Submit training, evaluation and comparison jobs for the token-prediction VLM and VL-JEPA
@@ -44,15 +49,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         redis = connect(settings)
+        # Followers of log streams read through a small pool of their own: however many there
+        # are, they never take the connections every other request needs.
+        follower_redis = connect(settings, max_connections=FOLLOWER_CONNECTIONS)
         store = JobStore(redis, settings)
         app.state.services = Services(
             settings=settings,
             keys=keys,
             store=store,
             documents=JobDocuments(store),
-            streams=JobStreams(redis, store.keys),
+            streams=JobStreams(
+                follower_redis,
+                store.keys,
+                max_followers=settings.stream_max_followers,
+                idle_seconds=settings.stream_idle_seconds,
+                max_seconds=settings.stream_max_seconds,
+            ),
             registry=ModelRegistry(redis, store.keys, store.scripts),
             dispatcher=JobDispatcher(settings),
+            limits=RateLimits(redis, store.keys, settings),
         )
         # What is alive now (modules, routes, schemas: ~100k objects) lives as long as the
         # process. Frozen, it drops out of the garbage collector's full passes, each of which
@@ -67,6 +82,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             service = getattr(app.state, "inference", None)
             if service is not None:
                 await service.close()
+            await follower_redis.aclose()
             await redis.aclose()
 
     app = FastAPI(
@@ -83,8 +99,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ],
     )
     install_error_handlers(app)
-    # Every log line of a request carries its id; every request is counted and timed.
+    app.add_middleware(
+        BodyLimit,
+        limit=settings.max_body_bytes,
+        image_prefixes=inference.PATH_PREFIXES,
+        image_limit=lambda scope: serving_settings(scope["app"].state).inference_max_body_bytes,
+    )
+    # Every log line of a request carries its id; every request is counted and timed (a 413
+    # of the body limit included).
     app.add_middleware(RequestObserver)
     for router in (jobs.router, reports.router, models.router, inference.router, health.router):
+        document_statuses(router.routes)
         app.include_router(router)
     return app

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import Depends, Request, Security
+from fastapi import Depends, Request, Response, Security
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPBearer, SecurityScopes
 
 from vlarena.gateway.auth import ANONYMOUS_ADMIN, ApiKeys, Principal, Scope
 from vlarena.gateway.documents import JobDocuments
-from vlarena.gateway.errors import ApiError
+from vlarena.gateway.errors import ApiError, error_responses
+from vlarena.gateway.limits import RateLimits
 from vlarena.jobs.confinement import Confinement
 from vlarena.jobs.dispatch import JobDispatcher
 from vlarena.jobs.registry import ModelRegistry
@@ -34,6 +36,7 @@ class Services:
     streams: JobStreams
     registry: ModelRegistry
     dispatcher: JobDispatcher
+    limits: RateLimits
 
 
 def _services(request: Request) -> Services:
@@ -56,6 +59,10 @@ async def get_dispatcher(request: Request) -> JobDispatcher:
     return _services(request).dispatcher
 
 
+async def get_limits(request: Request) -> RateLimits:
+    return _services(request).limits
+
+
 async def get_confinement(request: Request) -> Confinement:
     return Confinement.from_settings(_services(request).settings)
 
@@ -65,6 +72,7 @@ StreamsDep = Annotated[JobStreams, Depends(get_streams)]
 RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
 DispatcherDep = Annotated[JobDispatcher, Depends(get_dispatcher)]
 ConfinementDep = Annotated[Confinement, Depends(get_confinement)]
+LimitsDep = Annotated[RateLimits, Depends(get_limits)]
 
 
 class ApiKeyAuth(HTTPBearer):
@@ -77,7 +85,7 @@ class ApiKeyAuth(HTTPBearer):
     async def __call__(  # type: ignore[override]
         self, request: Request, security_scopes: SecurityScopes
     ) -> Principal:
-        return authorize(request, security_scopes.scopes)
+        return await admit(request, security_scopes.scopes)
 
 
 def authorize(request: Request, scopes: Iterable[str]) -> Principal:
@@ -106,6 +114,19 @@ def authorize(request: Request, scopes: Iterable[str]) -> Principal:
     return principal
 
 
+_CHARGED = "vlarena.charged"
+
+
+async def admit(request: Request, scopes: Iterable[str]) -> Principal:
+    """`authorize`, then the key's request is counted against its rate limit (once per request:
+    a route that authorises before reading its body asks again through its dependency)."""
+    principal = authorize(request, scopes)
+    if _CHARGED not in request.scope:
+        request.scope[_CHARGED] = True
+        await _services(request).limits.charge(principal.name)
+    return principal
+
+
 api_key_auth = ApiKeyAuth(
     scheme_name="apiKey",
     description="An API key: `Authorization: Bearer <key>`. Scopes: read, submit, admin.",
@@ -117,3 +138,59 @@ READ_SECURITY = [{api_key_auth.scheme_name: [Scope.READ.value]}]
 ReadAccess = Annotated[Principal, Security(api_key_auth, scopes=[Scope.READ])]
 SubmitAccess = Annotated[Principal, Security(api_key_auth, scopes=[Scope.SUBMIT])]
 AdminAccess = Annotated[Principal, Security(api_key_auth, scopes=[Scope.ADMIN])]
+
+
+def required_scopes(route: APIRoute) -> list[str] | None:
+    """The scopes a route's API key must hold; None for a route open to anyone."""
+    for dependency in route.dependant.dependencies:
+        if dependency.call is api_key_auth:
+            return list(dependency.own_oauth_scopes or [])
+    if route.openapi_extra and "security" in route.openapi_extra:
+        requirements = route.openapi_extra["security"]
+        return [scope for entry in requirements for scopes in entry.values() for scope in scopes]
+    return None
+
+
+def takes_body(route: APIRoute) -> bool:
+    return route.body_field is not None or "requestBody" in (route.openapi_extra or {})
+
+
+def document_statuses(routes: Iterable[Any]) -> None:
+    """Lists in each route's OpenAPI entry the error statuses its key check, rate limit, body
+    limit and validation can answer, beside those the route lists itself."""
+    for route in routes:
+        if not isinstance(route, APIRoute):
+            continue
+        statuses = set()
+        scopes = required_scopes(route)
+        if scopes is not None:
+            statuses |= {401, 429}
+            if set(scopes) - {Scope.READ.value}:
+                statuses.add(403)
+        if takes_body(route):
+            statuses |= {400, 413, 422}
+        dependant = route.dependant
+        if dependant.path_params or dependant.query_params or dependant.header_params:
+            statuses.add(422)
+        for status, entry in error_responses(*sorted(statuses)).items():
+            route.responses.setdefault(status, entry)
+
+
+class KeyFirstRoute(APIRoute):
+    """A route that checks the caller's key (and its rate) before it reads the body.
+
+    FastAPI reads and parses a body before it resolves any dependency, the key's included, so
+    without this anyone could make the gateway parse up to `max_body_bytes` per request.
+    """
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+        scopes = required_scopes(self)
+        if self.body_field is None or scopes is None:
+            return handler
+
+        async def key_first(request: Request) -> Response:
+            await admit(request, scopes)
+            return await handler(request)
+
+        return key_first

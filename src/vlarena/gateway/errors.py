@@ -11,11 +11,17 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import OutOfMemoryError, RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from vlarena.jobs.spec import field_path
 
 log = logging.getLogger(__name__)
+
+# Seconds a client waits before retrying while Redis is unreachable or full.
+REDIS_RETRY_AFTER_SECONDS = 10
 
 
 class ErrorDetail(BaseModel):
@@ -114,8 +120,24 @@ async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     return error_response(500, "internal_error", "internal server error")
 
 
+async def _redis_error(request: Request, exc: Exception) -> JSONResponse:
+    """503 while Redis cannot answer (unreachable, loading, out of connections, slow) or is
+    full (`maxmemory` under `noeviction`); any other Redis error is a bug: 500."""
+    if isinstance(exc, OutOfMemoryError):
+        message = "the job store is full; retry later"
+    elif isinstance(exc, RedisConnectionError | RedisTimeoutError):
+        message = "the job store is unreachable; retry later"
+    else:
+        return await _unexpected_error(request, exc)
+    log.warning("Redis unavailable on %s %s: %r", request.method, request.url.path, exc)
+    return error_response(
+        503, "unavailable", message, headers={"Retry-After": str(REDIS_RETRY_AFTER_SECONDS)}
+    )
+
+
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(RedisError, _redis_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected_error)
@@ -124,11 +146,20 @@ def install_error_handlers(app: FastAPI) -> None:
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI entries for the error statuses a route returns, each with an example."""
     examples = {
+        400: ("bad_request", "There was an error parsing the body"),
         401: ("unauthenticated", "missing or unknown API key"),
         403: ("forbidden", "this API key lacks the 'submit' scope"),
         404: ("not_found", "no job job-1935a2f8c1a3f9e2b"),
         409: ("conflict", "job job-1935a2f8c1a3f9e2b has already SUCCEEDED"),
+        413: (
+            "payload_too_large",
+            "the request body is 1.0 MiB or more; at most 1.0 MiB: send a smaller request",
+        ),
         422: ("validation_error", "budget.samples: Input should be greater than 0"),
+        429: (
+            "too_many_requests",
+            "API key 'ci' made more than 600 requests in 60 s; retry after the Retry-After seconds",
+        ),
         503: ("unavailable", "Redis is unreachable"),
     }
     responses: dict[int | str, dict[str, Any]] = {}

@@ -45,9 +45,8 @@ def check_count(n: int, settings: ServingSettings) -> None:
         )
 
 
-def decode_image(data: bytes, size: int, index: int, settings: ServingSettings) -> np.ndarray:
-    """One image as (3, size, size) float32 in [-1, 1], preprocessed as training preprocessed
-    its images (`vlarena.data.images.load_image`): RGB on white, bilinear resize."""
+def _open(data: bytes, index: int, settings: ServingSettings) -> Image.Image:
+    """The image's header, checked against the limits on bytes, format and pixels."""
     limit = settings.inference_max_image_bytes
     if len(data) > limit:
         raise ApiError(
@@ -64,22 +63,29 @@ def decode_image(data: bytes, size: int, index: int, settings: ServingSettings) 
             "unsupported_media_type",
             f"images[{index}] is not an image this API reads; send {', '.join(FORMATS)}",
         ) from None
+    if image.format not in FORMATS:
+        image.close()
+        raise ApiError(
+            415,
+            "unsupported_media_type",
+            f"images[{index}] is {image.format}; send {', '.join(FORMATS)}",
+        )
+    width, height = image.size
+    if width * height > settings.inference_max_pixels:
+        image.close()
+        raise ApiError(
+            413,
+            "payload_too_large",
+            f"images[{index}] is {width}×{height} = {width * height / 1e6:.1f} MP; at most "
+            f"{settings.inference_max_pixels / 1e6:.1f} MP: downscale it",
+        )
+    return image
+
+
+def _pixels(image: Image.Image, size: int, index: int) -> np.ndarray:
+    """One image as (3, size, size) float32 in [-1, 1], preprocessed as training preprocessed
+    its images (`vlarena.data.images.load_image`): RGB on white, bilinear resize."""
     with image:
-        if image.format not in FORMATS:
-            raise ApiError(
-                415,
-                "unsupported_media_type",
-                f"images[{index}] is {image.format}; send {', '.join(FORMATS)}",
-            )
-        width, height = image.size
-        if width * height > settings.inference_max_pixels:
-            raise ApiError(
-                413,
-                "payload_too_large",
-                f"images[{index}] is {width}×{height} = {width * height / 1e6:.1f} MP; at most "
-                f"{settings.inference_max_pixels / 1e6:.1f} MP: downscale it (the model reads "
-                f"{size}×{size})",
-            )
         try:
             rgb = _to_rgb(image)
         except DECODE_ERRORS as exc:
@@ -93,5 +99,25 @@ def decode_image(data: bytes, size: int, index: int, settings: ServingSettings) 
 
 
 def decode_images(blobs: Sequence[bytes], size: int, settings: ServingSettings) -> np.ndarray:
+    """(B, 3, size, size) pixels of a request's images. Every header is read, and the request's
+    pixels counted against `inference_max_request_pixels`, before any image is decoded. Blocks
+    for up to seconds: run it in a thread (`InferenceService.decode`)."""
     check_count(len(blobs), settings)
-    return np.stack([decode_image(b, size, i, settings) for i, b in enumerate(blobs)])
+    images: list[Image.Image] = []
+    try:
+        for i, blob in enumerate(blobs):
+            images.append(_open(blob, i, settings))
+        total = sum(image.size[0] * image.size[1] for image in images)
+        budget = settings.inference_max_request_pixels
+        if total > budget:
+            raise ApiError(
+                413,
+                "payload_too_large",
+                f"the request's {len(images)} images hold {total / 1e6:.1f} MP together; at "
+                f"most {budget / 1e6:.1f} MP per request: send fewer or smaller images (the "
+                f"model reads {size}×{size})",
+            )
+        return np.stack([_pixels(image, size, i) for i, image in enumerate(images)])
+    finally:
+        for image in images:
+            image.close()

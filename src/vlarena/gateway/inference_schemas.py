@@ -3,10 +3,11 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from vlarena.jobs.records import RecordModel
 from vlarena.jobs.spec import NAME_PATTERN
@@ -15,6 +16,8 @@ PNG_1PX = (
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAIAAACQd1PeAAAADElEQVR4nGP4//8/AAX+Av4N70a4AAAAAElFTkSuQmCC"
 )
 ITEM_ID_PATTERN = r"^[A-Za-z0-9._:/-]{1,200}$"
+# An item's metadata is stored with its vector and returned with every hit.
+MAX_ITEM_METADATA_BYTES = 4096
 Precision = Literal["fp32", "fp16", "int8"]
 
 
@@ -140,7 +143,19 @@ class CollectionItem(RecordModel):
     id: str = Field(pattern=ITEM_ID_PATTERN, examples=["sku-123"])
     text: str | None = Field(default=None, max_length=1000)
     image: str | None = Field(default=None, description="base64 image")
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    metadata: dict[str, Any] = Field(
+        default_factory=dict,
+        max_length=64,
+        description=f"Returned with every hit; at most {MAX_ITEM_METADATA_BYTES} bytes as JSON.",
+    )
+
+    @field_validator("metadata")
+    @classmethod
+    def _small_metadata(cls, metadata: dict[str, Any]) -> dict[str, Any]:
+        size = len(json.dumps(metadata, separators=(",", ":")).encode())
+        if size > MAX_ITEM_METADATA_BYTES:
+            raise ValueError(f"{size} bytes as JSON; at most {MAX_ITEM_METADATA_BYTES}")
+        return metadata
 
     @model_validator(mode="after")
     def _one_content(self) -> CollectionItem:

@@ -9,8 +9,11 @@ import contextlib
 import json
 import time
 from collections import OrderedDict
-from typing import Annotated, TypeVar
+from collections.abc import Sequence
+from typing import Annotated, Any, TypeVar
 
+import anyio
+import numpy as np
 from fastapi import Depends, Request
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import UploadFile
@@ -18,6 +21,7 @@ from starlette.datastructures import UploadFile
 from vlarena.gateway.deps import Services
 from vlarena.gateway.errors import ApiError, validation_details
 from vlarena.gateway.inference_collections import CollectionStore
+from vlarena.gateway.inference_images import decode_images
 from vlarena.gateway.inference_schemas import InferenceRequest, ServedModelInfo
 from vlarena.gateway.metrics import INFERENCE_DURATION, TRITON_ERRORS
 from vlarena.jobs.records import ModelVersion
@@ -44,6 +48,14 @@ class InferenceService:
             serving.triton_url, serving.triton_pool_size, serving.triton_timeout_seconds
         )
         self._manifests: OrderedDict[tuple[str, int], ServingManifest] = OrderedDict()
+        self._decoders = anyio.CapacityLimiter(serving.inference_decode_threads)
+
+    async def decode(self, blobs: Sequence[bytes], size: int) -> np.ndarray:
+        """A request's images as pixels, decoded in one of `inference_decode_threads` threads:
+        a batch takes seconds the event loop (health probes included) must not wait."""
+        return await anyio.to_thread.run_sync(
+            decode_images, blobs, size, self.settings, limiter=self._decoders
+        )
 
     async def close(self) -> None:
         await self.pool.close()
@@ -148,6 +160,12 @@ def create_inference_service(services: Services, serving: ServingSettings) -> In
     return InferenceService(serving, services.registry, store)
 
 
+def serving_settings(state: Any) -> ServingSettings:
+    """The serving settings of an app (its `state`): `state.serving_settings`, or the
+    environment's."""
+    return getattr(state, "serving_settings", None) or get_serving_settings()
+
+
 async def get_inference(request: Request) -> InferenceService:
     """The process's InferenceService: `app.state.inference` when the app's lifespan made one,
     else made on first use from the app's services (and `app.state.serving_settings`, or the
@@ -158,8 +176,9 @@ async def get_inference(request: Request) -> InferenceService:
         async with _lock:
             service = getattr(state, "inference", None)
             if service is None:
-                serving = getattr(state, "serving_settings", None) or get_serving_settings()
-                service = state.inference = create_inference_service(state.services, serving)
+                service = state.inference = create_inference_service(
+                    state.services, serving_settings(state)
+                )
     return service
 
 
@@ -174,42 +193,18 @@ def _validation_error(exc: ValidationError) -> ApiError:
     return ApiError(422, "validation_error", f"{where}{first['message']}", details)
 
 
-def _too_large(size: int, limit: int) -> ApiError:
-    return ApiError(
-        413,
-        "payload_too_large",
-        f"the request is {size / 1048576:.1f} MiB or more; at most {limit / 1048576:.1f} MiB: "
-        "send fewer or smaller images",
-    )
-
-
-async def _capped_body(request: Request, limit: int) -> bytes:
-    """The body, read until it passes `limit` bytes (then 413): a chunked upload has no
-    Content-Length to check beforehand."""
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise _too_large(size, limit)
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 async def read_body(
     request: Request, model: type[Body], settings: ServingSettings
 ) -> tuple[Body, list[bytes]]:
     """The request body as `model`, from JSON or from multipart/form-data (file parts named
     `image` or `images`, other fields as form fields, list fields repeated), and the uploaded
-    image bytes."""
-    limit = settings.inference_max_image_bytes * settings.inference_max_batch * 4 // 3 + 65536
-    length = request.headers.get("content-length")
-    if length is not None and length.isdigit() and int(length) > limit:
-        raise _too_large(int(length), limit)
+    image bytes. The body is within `inference_max_body_bytes`: the app's `BodyLimit` saw
+    to it."""
     kind = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
     uploads: list[bytes] = []
     if kind == "application/json":
         try:
-            data = json.loads(await _capped_body(request, limit) or b"null")
+            data = json.loads(await request.body() or b"null")
         except ValueError:
             raise ApiError(422, "validation_error", "the body is not valid JSON") from None
         except RecursionError:

@@ -72,7 +72,7 @@ class _JobGauges(Collector):
         self.counts = counts
 
     def describe(self) -> Iterable[Metric]:
-        return _JobGauges({"jobs": {}, "waiting": {}, "workers": {}}).collect()
+        return _JobGauges({"jobs": {}, "waiting": {}, "workers": {}, "memory": {}}).collect()
 
     def collect(self) -> Iterable[Metric]:
         jobs = GaugeMetricFamily(
@@ -94,7 +94,18 @@ class _JobGauges(Collector):
         )
         for queue, value in self.counts["workers"].items():
             workers.add_metric([queue], value)
-        yield from (jobs, waiting, workers)
+        memory = self.counts["memory"]
+        used = GaugeMetricFamily(
+            "vlarena_redis_memory_used_bytes", "Memory Redis uses (`used_memory`)."
+        )
+        limit = GaugeMetricFamily(
+            "vlarena_redis_memory_max_bytes",
+            "Redis's `maxmemory`, past which it refuses writes (0: unbounded).",
+        )
+        if memory:
+            used.add_metric([], memory["used"])
+            limit.add_metric([], memory["max"])
+        yield from (jobs, waiting, workers, used, limit)
 
 
 def render_metrics(counts: dict[str, Any] | None) -> tuple[bytes, str]:

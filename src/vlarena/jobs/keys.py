@@ -17,6 +17,9 @@ Jobs
   (sorted sets, all scores 0): job ids by filter; ids sort by creation time, so lexicographic
   ranges page through them newest first.
 - `submission:{owner}:{submissionId}` (string): the job an idempotency key created.
+- `jobs:expiring` (sorted set): finished jobs, score = when their keys above expire
+  (`VLARENA_JOB_RETENTION_SECONDS` after they ended); the reaper then drops them from the
+  indexes.
 
 Scheduling
 - `queue:{queue}` (sorted set): jobs waiting for a worker of `queue` (`cpu`, `gpu`), score
@@ -36,6 +39,11 @@ Model registry
 - `registry:events` (stream): versions registered and aliases set or removed, for the Triton
   sync sidecar to follow.
 
+Limits (the gateway's, per API key name)
+- `limits:requests:{key}` (string, expires with its window): requests made in the window.
+- `limits:active-jobs:{key}` (sorted set): the key's jobs not yet ended, and reservations
+  (`reserve:{token}`, score = when made) of jobs being created.
+
 Every state change goes through one Lua script (`vlarena.jobs.lua`), so a job's hash, its indexes,
 its queue entry, its lease and its events change together or not at all.
 """
@@ -52,6 +60,7 @@ KEY_TEMPLATES: dict[str, str] = {
     "jobs_type": "jobs:type:{type}",
     "jobs_state": "jobs:state:{state}",
     "jobs_state_type": "jobs:state:{state}:type:{type}",
+    "jobs_expiring": "jobs:expiring",
     "queue": "queue:{queue}",
     "sequence": "jobs:sequence",
     "delayed": "delayed",
@@ -65,6 +74,8 @@ KEY_TEMPLATES: dict[str, str] = {
     "model_versions": "model:{name}:versions",
     "model_aliases": "model:{name}:aliases",
     "registry_events": "registry:events",
+    "limit_requests": "limits:requests:{key}",
+    "limit_active_jobs": "limits:active-jobs:{key}",
 }
 
 _FIELD = re.compile(r"\{(\w+)\}")
@@ -97,6 +108,15 @@ class RedisKeys:
         if job_type:
             return self._key("jobs_type", type=job_type)
         return self._key("jobs_all")
+
+    def jobs_expiring(self) -> str:
+        return self._key("jobs_expiring")
+
+    def limit_requests(self, key_name: str) -> str:
+        return self._key("limit_requests", key=key_name)
+
+    def limit_active_jobs(self, key_name: str) -> str:
+        return self._key("limit_active_jobs", key=key_name)
 
     def queue(self, queue: str) -> str:
         return self._key("queue", queue=queue)

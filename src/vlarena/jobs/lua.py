@@ -5,6 +5,7 @@ transitions of `vlarena.jobs.states`, and helpers to move a job between states a
 events. Scripts read the clock with `TIME`, so leases and deadlines follow Redis's clock, not
 the workers'. Arguments common to all scripts: ARGV[1] the key prefix, ARGV[2] the stream cap.
 Redis does not roll back a script that errors, so every check comes before the first write.
+The retention of finished jobs is written into each script's source (`RETENTION_MS`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from vlarena.jobs.keys import lua_key_functions
+from vlarena.jobs.spec import JobType
 from vlarena.jobs.states import TERMINAL_STATES, TRANSITIONS
 
 
@@ -23,7 +25,13 @@ def _transition_table() -> str:
         allowed = ", ".join(f"{t.value} = true" for t in sorted(targets))
         rows.append(f"  {source.value} = {{{allowed}}},")
     terminal = ", ".join(f"{s.value} = true" for s in sorted(TERMINAL_STATES))
-    return "local ALLOWED = {\n" + "\n".join(rows) + "\n}\n" + f"local TERMINAL = {{{terminal}}}"
+    types = ", ".join(f"'{t.value}'" for t in JobType)
+    return (
+        "local ALLOWED = {\n"
+        + "\n".join(rows)
+        + "\n}\n"
+        + f"local TERMINAL = {{{terminal}}}\nlocal JOB_TYPES = {{{types}}}"
+    )
 
 
 PRELUDE = f"""
@@ -57,6 +65,39 @@ local function check_move(id, from, to)
   end
 end
 
+-- A finished job's record, streams and idempotency key expire together after the retention
+-- (its results stay on disk); `jobs:expiring` says when, so its index entries can go too.
+local function retire(id, now)
+  if RETENTION_MS <= 0 then return end
+  local jk = k_job(id)
+  local owner, submission = unpack(redis.call('HMGET', jk, 'owner', 'submissionId'))
+  redis.call('PEXPIRE', jk, RETENTION_MS)
+  redis.call('PEXPIRE', k_job_logs(id), RETENTION_MS)
+  redis.call('PEXPIRE', k_job_events(id), RETENTION_MS)
+  if owner and submission and submission ~= '' then
+    redis.call('PEXPIRE', k_submission(owner, submission), RETENTION_MS)
+  end
+  redis.call('ZADD', k_jobs_expiring(), now + RETENTION_MS, id)
+end
+
+-- Drops from every index up to `batch` jobs whose retention has passed; returns how many.
+-- The record is gone by then, so its type is unknown: each type's index is cleared.
+local function forget_expired(now, batch)
+  local ids = redis.call('ZRANGEBYSCORE', k_jobs_expiring(), '-inf', now, 'LIMIT', 0, batch)
+  for _, id in ipairs(ids) do
+    redis.call('ZREM', k_jobs_expiring(), id)
+    redis.call('ZREM', k_jobs_all(), id)
+    for _, job_type in ipairs(JOB_TYPES) do
+      redis.call('ZREM', k_jobs_type(job_type), id)
+      for state, _ in pairs(TERMINAL) do
+        redis.call('ZREM', k_jobs_state(state), id)
+        redis.call('ZREM', k_jobs_state_type(state, job_type), id)
+      end
+    end
+  end
+  return #ids
+end
+
 local function move(id, from, to, now)
   check_move(id, from, to)
   local jk = k_job(id)
@@ -74,6 +115,7 @@ local function move(id, from, to, now)
   if TERMINAL[to] then
     redis.call('HSET', jk, 'finishedAt', now)
     redis.call('ZREM', k_leases(), id)
+    retire(id, now)
   end
 end
 
@@ -366,7 +408,7 @@ return redis.call('HGET', jk, 'state')
 
 # ARGV: prefix, maxlen, batch size, worker ttl ms, queue names...
 # Requeues jobs whose lease lapsed, releases failed jobs whose backoff is over, forgets dead
-# workers. Returns the queues that got jobs (one entry per job) to wake workers for.
+# workers and expired jobs. Returns the queues that got jobs (one entry per job) to wake workers for.
 REAP = """
 local batch = tonumber(ARGV[3])
 local worker_ttl = tonumber(ARGV[4])
@@ -416,7 +458,13 @@ end
 for i = 5, #ARGV do
   redis.call('ZREMRANGEBYSCORE', k_workers_queue(ARGV[i]), '-inf', now - worker_ttl)
 end
+forget_expired(now, batch)
 return woken
+"""
+
+# ARGV: prefix, maxlen, batch size. Drops expired jobs from the indexes; returns how many.
+FORGET_EXPIRED = """
+return forget_expired(now_ms(), tonumber(ARGV[3]))
 """
 
 # ARGV: prefix, maxlen, worker id, ttl ms, info JSON, queue names...
@@ -487,20 +535,25 @@ SCRIPTS: dict[str, str] = {
     "depart": DEPART,
     "set_alias": SET_ALIAS,
     "read_if_changed": READ_IF_CHANGED,
+    "forget_expired": FORGET_EXPIRED,
 }
 
 
-def script_source(name: str) -> str:
-    """The full source of one script: the prelude, then its body."""
-    return PRELUDE + SCRIPTS[name]
+def script_source(name: str, retention_ms: int = 0) -> str:
+    """The full source of one script: the retention (0: keep forever), the prelude, its body."""
+    return f"local RETENTION_MS = {int(retention_ms)}\n" + PRELUDE + SCRIPTS[name]
 
 
 class LuaScripts:
     """The scripts above, loaded into one Redis client and called by name."""
 
-    def __init__(self, redis: Redis, prefix: str, stream_max_entries: int) -> None:
+    def __init__(
+        self, redis: Redis, prefix: str, stream_max_entries: int, retention_ms: int = 0
+    ) -> None:
         self._common = [prefix, str(stream_max_entries)]
-        self._scripts = {name: redis.register_script(script_source(name)) for name in SCRIPTS}
+        self._scripts = {
+            name: redis.register_script(script_source(name, retention_ms)) for name in SCRIPTS
+        }
 
     async def __call__(self, name: str, *args: str | int | float) -> Any:
         return await self._scripts[name](keys=[], args=[*self._common, *args])

@@ -13,6 +13,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StringConstraints,
     TypeAdapter,
     ValidationError,
     field_validator,
@@ -47,6 +48,11 @@ MAX_PRIORITY = 1000
 MAX_SWEEP_BUDGETS = 8
 # Model and alias names become parts of Redis keys and URLs.
 NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,127}$"
+# A job's metadata is stored with it and returned with it on every page of `GET /v1/jobs`.
+MAX_METADATA_KEYS = 64
+MetadataKey = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+MetadataValue = Annotated[str, StringConstraints(max_length=1024)]
+MAX_PATH_CHARS = 4096
 
 
 class SpecModel(BaseModel):
@@ -122,7 +128,9 @@ class ModelOverrides(SpecModel):
 class DatasetSpec(SpecModel):
     name: BuiltinDataset | None = Field(default=None, description="A built-in dataset.")
     uri: str | None = Field(
-        default=None, description="Absolute path of a JSONL manifest (or file:// URI)."
+        default=None,
+        max_length=MAX_PATH_CHARS,
+        description="Absolute path of a JSONL manifest (or file:// URI).",
     )
     options: dict[str, Any] = Field(
         default_factory=dict, description="Options of a built-in dataset, e.g. n_train."
@@ -211,7 +219,7 @@ class Resources(SpecModel):
     gpus: int = Field(
         default=0, ge=0, le=64, description="GPUs; > 0 sends the job to a GPU worker."
     )
-    gpu_type: str | None = Field(default=None, description="e.g. nvidia-h100.")
+    gpu_type: str | None = Field(default=None, max_length=128, description="e.g. nvidia-h100.")
     nodes: int = Field(
         default=1,
         ge=1,
@@ -224,11 +232,15 @@ class Resources(SpecModel):
 class Source(SpecModel):
     """The trained run an evaluate job reads: a job, a registered model, or a run directory."""
 
-    job_id: str | None = None
-    model: str | None = Field(default=None, description="A registered model's name.")
+    job_id: str | None = Field(default=None, max_length=64)
+    model: str | None = Field(
+        default=None, max_length=128, description="A registered model's name."
+    )
     version: int | None = Field(default=None, ge=1)
-    alias: str | None = None
-    run_dir: str | None = Field(default=None, description="Absolute path of a train job's run.")
+    alias: str | None = Field(default=None, max_length=128)
+    run_dir: str | None = Field(
+        default=None, max_length=MAX_PATH_CHARS, description="Absolute path of a train job's run."
+    )
 
     @model_validator(mode="after")
     def _one_reference(self) -> Source:
@@ -271,7 +283,12 @@ class PlatformFields(SpecModel):
         pattern=r"^[A-Za-z0-9._:-]+$",
         description="Idempotency key: submitting the same id again returns the same job.",
     )
-    metadata: dict[str, str] = Field(default_factory=dict, max_length=64)
+    metadata: dict[MetadataKey, MetadataValue] = Field(
+        default_factory=dict,
+        max_length=MAX_METADATA_KEYS,
+        description=f"Your labels: at most {MAX_METADATA_KEYS} keys of 1 to 128 characters, "
+        "values of at most 1024.",
+    )
     validate_only: bool = Field(
         default=False, description="Validate and return the normalised spec; create nothing."
     )
@@ -319,7 +336,9 @@ class ReportOptions(SpecModel):
         default=None, ge=0, le=256, description="Selective-decoding streams; 0 skips it."
     )
     nodes: list[dict[str, Any]] | None = Field(
-        default=None, description="Node prices for the cost section: name, device, usdPerHour…"
+        default=None,
+        max_length=64,
+        description="Node prices for the cost section: name, device, usdPerHour…",
     )
 
 

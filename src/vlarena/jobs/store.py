@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, cast
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 
 from vlarena.jobs.keys import RedisKeys
 from vlarena.jobs.lua import LuaScripts
@@ -94,7 +94,12 @@ class JobStore:
     def __init__(self, redis: Redis, settings: Settings) -> None:
         self.redis = redis
         self.keys = RedisKeys(settings.key_prefix)
-        self.scripts = LuaScripts(redis, settings.key_prefix, settings.log_max_entries)
+        self.scripts = LuaScripts(
+            redis,
+            settings.key_prefix,
+            settings.log_max_entries,
+            1000 * settings.job_retention_seconds,
+        )
         self.worker_ttl_ms = int(3000 * settings.heartbeat_seconds)
         self.lease_ms = int(1000 * settings.lease_seconds)
         self.backoff_ms = int(1000 * settings.retry_backoff_seconds)
@@ -188,6 +193,10 @@ class JobStore:
             for job_id in ids:
                 pipe.hgetall(self.keys.job(job_id))
             hashes = await pipe.execute()
+        if not all(hashes):
+            # Records past their retention are still indexed until a reaper passes: skip them
+            # and drop them from the indexes now.
+            await self.scripts("forget_expired", 1000)
         return [JobRecord.from_hash(h) for h in hashes if h], next_cursor
 
     async def cancel(self, job_id: str, *, requested_by: str) -> JobState | None:
@@ -276,7 +285,8 @@ class JobStore:
     # Gauges for /metrics, read at scrape time.
 
     async def counts(self) -> dict[str, Any]:
-        """Jobs by state and type, jobs waiting per queue, live workers per queue."""
+        """Jobs by state and type, jobs waiting per queue, live workers per queue, and Redis's
+        memory: used and `maxmemory` (0: unbounded)."""
         now_ms = int(time.time() * 1000)
         pairs = [(s, t) for s in JobState for t in JobType]
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -286,15 +296,30 @@ class JobStore:
                 pipe.zcard(self.keys.queue(queue))
             for queue in QUEUES:
                 pipe.zcount(self.keys.workers_queue(queue), now_ms - self.worker_ttl_ms, "+inf")
-            values = await pipe.execute()
+            pipe.info("memory")
+            *values, memory = await pipe.execute()
         n = len(pairs)
         return {
             "jobs": {(s.value, t.value): v for (s, t), v in zip(pairs, values[:n], strict=True)},
             "waiting": dict(zip(QUEUES, values[n : n + len(QUEUES)], strict=True)),
             "workers": dict(zip(QUEUES, values[n + len(QUEUES) :], strict=True)),
+            "memory": {"used": memory["used_memory"], "max": memory["maxmemory"]},
         }
 
 
-def connect(settings: Settings) -> Redis:
-    """An asyncio Redis client for `settings.redis_url`, decoding replies to str."""
-    return Redis.from_url(settings.redis_url, decode_responses=True, health_check_interval=30)
+def connect(settings: Settings, *, max_connections: int | None = None) -> Redis:
+    """An asyncio Redis client for `settings.redis_url`, decoding replies to str.
+
+    With `max_connections`, the client opens no more connections than that: a command waits
+    (up to 5 s, then ConnectionError) for one to be free.
+    """
+    if max_connections is None:
+        return Redis.from_url(settings.redis_url, decode_responses=True, health_check_interval=30)
+    pool = BlockingConnectionPool.from_url(
+        settings.redis_url,
+        max_connections=max_connections,
+        timeout=5,
+        decode_responses=True,
+        health_check_interval=30,
+    )
+    return Redis.from_pool(pool)

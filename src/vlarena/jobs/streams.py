@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Literal, TypedDict, cast, overload
@@ -50,12 +52,28 @@ class JobStreams:
     """Reads a job's logs or events, a page at a time or following new entries as they come.
 
     Entries are written by the store's scripts (lifecycle) and by workers (the job's own lines);
-    they outlive the worker that wrote them.
+    they outlive the worker that wrote them. Followers are bounded: at most `max_followers` at
+    once, each ended after `idle_seconds` without a new entry or `max_seconds` in all; the
+    client resumes after the last entry it got (`Last-Event-ID`).
     """
 
-    def __init__(self, redis: Redis, keys: RedisKeys) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        keys: RedisKeys,
+        *,
+        max_followers: int = 100,
+        idle_seconds: float = 300.0,
+        max_seconds: float = 3600.0,
+        poll_seconds: float = 1.0,
+    ) -> None:
         self.redis = redis
         self.keys = keys
+        self.max_followers = max_followers
+        self.idle_seconds = idle_seconds
+        self.max_seconds = max_seconds
+        self.poll_seconds = poll_seconds
+        self.followers = 0
 
     def _key(self, kind: StreamKind, job_id: str) -> str:
         return self.keys.job_logs(job_id) if kind == "logs" else self.keys.job_events(job_id)
@@ -85,26 +103,40 @@ class JobStreams:
             return [_entry(kind, entry_id, fields) for entry_id, fields in entries]
         return [_entry(kind, entry_id, fields) for entry_id, fields in entries]
 
+    def admit_follower(self) -> bool:
+        """Counts one more follower, or returns False when `max_followers` already follow."""
+        if self.followers >= self.max_followers:
+            return False
+        self.followers += 1
+        return True
+
+    def release_follower(self) -> None:
+        self.followers -= 1
+
     async def follow(
-        self, kind: StreamKind, job_id: str, *, after: str | None = None, poll_ms: int = 1000
+        self, kind: StreamKind, job_id: str, *, after: str | None = None
     ) -> AsyncIterator[LogEntry | JobEvent]:
-        """Entries after `after`, then new ones as they are written, until the job has ended.
+        """Entries after `after`, then new ones as they are written, until the job has ended,
+        nothing new came for `idle_seconds` or `max_seconds` have passed.
 
         A job's last lifecycle line is written in the same script that ends it, so once the
-        job's state is final, reading to the end of the stream delivers everything.
+        job's state is final, reading to the end of the stream delivers everything. Between
+        polls a follower holds no Redis connection (a blocking read would hold one for as
+        long as it waits), so followers never starve the requests that share the pool.
         """
         key = self._key(kind, job_id)
         last = after or "0-0"
-        while True:
+        started = active = time.monotonic()
+        while time.monotonic() - started < self.max_seconds:
             replies = cast(
-                list[tuple[str, _StreamEntries]],
-                await self.redis.xread({key: last}, count=500, block=poll_ms),
+                list[tuple[str, _StreamEntries]], await self.redis.xread({key: last}, count=500)
             )
             for _stream, entries in replies or []:
                 for entry_id, fields in entries:
                     last = entry_id
                     yield _entry(kind, entry_id, fields)
             if replies:
+                active = time.monotonic()
                 continue
             state = await self.redis.hget(self.keys.job(job_id), "state")
             if state is None or state in TERMINAL_STATES:
@@ -112,3 +144,6 @@ class JobStreams:
                 for entry_id, fields in rest:
                     yield _entry(kind, entry_id, fields)
                 return
+            if time.monotonic() - active >= self.idle_seconds:
+                return
+            await asyncio.sleep(self.poll_seconds)

@@ -44,6 +44,8 @@ EXPORTED: tuple[ExportedMetric, ...] = (
         "vlarena_jobs",
         "vlarena_queue_jobs",
         "vlarena_workers",
+        "vlarena_redis_memory_used_bytes",
+        "vlarena_redis_memory_max_bytes",
     ),
     # vlarena.worker.metrics: per worker process; the vlarena_job_* gauges come from Redis.
     *_metrics(

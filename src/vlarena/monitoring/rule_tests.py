@@ -39,6 +39,34 @@ LATENCY = "vlarena_http_request_duration_seconds"
 GW = 'instance="gateway-0:8080",job="vlarena-gateway"'
 
 CASES: tuple[AlertCase, ...] = (
+    # 870 of 1000 MB used, seen by two gateways; at 500 MB, or with no maxmemory, it is quiet.
+    AlertCase(
+        "VlarenaRedisMemoryHigh",
+        {
+            'vlarena_redis_memory_used_bytes{instance="gateway-0:8080"}': "870e6x10",
+            'vlarena_redis_memory_used_bytes{instance="gateway-1:8080"}': "870e6x10",
+            'vlarena_redis_memory_max_bytes{instance="gateway-0:8080"}': "1e9x10",
+            'vlarena_redis_memory_max_bytes{instance="gateway-1:8080"}': "1e9x10",
+        },
+        "10m",
+        (Firing({"severity": "warning"}, "87%"),),
+    ),
+    AlertCase(
+        "VlarenaRedisMemoryHigh",
+        {
+            'vlarena_redis_memory_used_bytes{instance="gateway-0:8080"}': "500e6x10",
+            'vlarena_redis_memory_max_bytes{instance="gateway-0:8080"}': "1e9x10",
+        },
+        "10m",
+    ),
+    AlertCase(
+        "VlarenaRedisMemoryHigh",
+        {
+            'vlarena_redis_memory_used_bytes{instance="gateway-0:8080"}': "870e6x10",
+            'vlarena_redis_memory_max_bytes{instance="gateway-0:8080"}': "0x10",
+        },
+        "10m",
+    ),
     # 0.1 errors/s against 1 ok/s: 9.1%.
     AlertCase(
         "VlarenaGatewayErrorRatioHigh",

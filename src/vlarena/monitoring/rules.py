@@ -80,6 +80,11 @@ RECORDINGS: tuple[Recording, ...] = (
     # Every gateway replica reads the same numbers from Redis: one value per queue.
     Recording("queue:vlarena_queue_jobs:max", "max by (queue) (vlarena_queue_jobs)"),
     Recording("queue:vlarena_workers:max", "max by (queue) (vlarena_workers)"),
+    # Every gateway replica reads the same Redis; no ratio while maxmemory is unbounded (0).
+    Recording(
+        "vlarena:redis_memory_used:ratio",
+        "max(vlarena_redis_memory_used_bytes) / (max(vlarena_redis_memory_max_bytes) > 0)",
+    ),
     Recording(
         "vlarena:worker_jobs_failed:ratio_rate1h",
         '(sum(rate(vlarena_worker_jobs_ended_total{outcome="failed"}[1h])) or vector(0))\n'
@@ -93,6 +98,19 @@ RECORDINGS: tuple[Recording, ...] = (
 )
 
 ALERTS: tuple[Alert, ...] = (
+    Alert(
+        "VlarenaRedisMemoryHigh",
+        (Condition("vlarena:redis_memory_used:ratio", "> 0.8"),),
+        "5m",
+        "warning",
+        "Redis uses more than 80% of its maxmemory",
+        "Redis uses {{ $value | humanizePercentage }} of its maxmemory; past it, every write "
+        "(submitting, finishing, logging) is refused and the API answers 503.",
+        "Look for what grows with `redis-cli --bigkeys` (vlarena:job:*:logs streams are capped "
+        "at VLARENA_LOG_MAX_ENTRIES per job). Shorten the retention of finished jobs "
+        "(VLARENA_JOB_RETENTION_SECONDS, chart: jobRetentionSeconds) or raise Redis's memory "
+        "limit together with its maxmemory (redis.resources.limits.memory, redis.maxmemory).",
+    ),
     Alert(
         "VlarenaGatewayErrorRatioHigh",
         (Condition("vlarena:http_requests_5xx:ratio_rate5m", "> 0.05"),),

@@ -57,11 +57,26 @@ class ServingSettings(BaseSettings):
         default=5, ge=1, description="Retry-After of a 503 while no replica has the model."
     )
     inference_max_image_bytes: int = Field(default=8 * MiB, ge=1024)
-    inference_max_pixels: int = Field(default=4096 * 4096, ge=1)
+    inference_max_pixels: int = Field(default=4096 * 4096, ge=1, description="Per image.")
+    inference_max_request_pixels: int = Field(
+        default=64 * MiB,
+        ge=1,
+        description="Pixels of all the images of one request together: what decoding costs.",
+    )
+    inference_decode_threads: int = Field(
+        default=4,
+        ge=1,
+        description="Threads of each gateway process that decode images, off the event loop.",
+    )
     inference_max_batch: int = Field(default=32, ge=1, description="Images per request.")
     inference_max_candidates: int = Field(default=256, ge=2, description="Labels per request.")
     inference_max_text_chars: int = Field(default=1000, ge=1)
     inference_max_collection_items: int = Field(default=100_000, ge=1)
+
+    @property
+    def inference_max_body_bytes(self) -> int:
+        """The body limit of the routes that take images: a full batch, base64-encoded."""
+        return self.inference_max_image_bytes * self.inference_max_batch * 4 // 3 + 65536
 
     def repository(self) -> Path:
         return self.triton_repository or get_settings().artifact_dir / "triton" / "repository"

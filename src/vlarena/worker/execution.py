@@ -16,6 +16,7 @@ from vlarena.errors import UserInputError
 from vlarena.events import Event, as_dict, describe, event_from_dict
 from vlarena.jobs.confinement import Confinement
 from vlarena.jobs.spec import is_multi_node, parse_job_spec
+from vlarena.jobs.states import TERMINAL_STATES
 from vlarena.jobs.store import Claim, JobStore, RegisteredVersion
 from vlarena.rundirs import AttemptsDir
 from vlarena.settings import Settings
@@ -371,8 +372,7 @@ class JobExecution:
                 )
             )
             self.job_state = finish.state
-            if finish.state == "SUCCEEDED":
-                job_dir.prune(keep=self.workdir)
+            self._prune(finish.state, job_dir)
             return "succeeded"
         if self.stop_reason == "cancel":
             outcome, message = "cancelled", ""
@@ -389,9 +389,16 @@ class JobExecution:
             log.error("job %s failed", self.claim.job_id, exc_info=error)
         finish = self.runtime.call(store.finish(self.claim, outcome, message=message))
         self.job_state = finish.state
+        self._prune(finish.state, job_dir)
         if finish.wake_queue:
             self.runtime.wake(finish.wake_queue)
         return outcome
+
+    def _prune(self, state: str, job_dir: AttemptsDir) -> None:
+        """Once the job has ended, however it ended, keeps only this attempt's directory: the
+        others are copies made for retries (a failed job would keep one per attempt)."""
+        if state in TERMINAL_STATES and self.workdir != Path():
+            job_dir.prune(keep=self.workdir)
 
     def _version(self, model: dict[str, Any]) -> RegisteredVersion:
         path = (self.workdir / str(model.get("path", ""))).resolve()

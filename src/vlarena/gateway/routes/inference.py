@@ -12,10 +12,10 @@ from fastapi import Path as PathParam
 from fastapi.routing import APIRoute
 from pydantic import BaseModel
 
-from vlarena.gateway.deps import ReadAccess, SubmitAccess
+from vlarena.gateway.deps import KeyFirstRoute, ReadAccess, SubmitAccess
 from vlarena.gateway.errors import ApiError, error_responses
 from vlarena.gateway.inference_collections import CollectionInfo
-from vlarena.gateway.inference_images import decode_images, from_base64
+from vlarena.gateway.inference_images import from_base64
 from vlarena.gateway.inference_schemas import (
     EXAMPLES,
     RESPONSE_EXAMPLES,
@@ -50,7 +50,16 @@ from vlarena.gateway.inference_service import (
 from vlarena.jobs.spec import NAME_PATTERN
 from vlarena.serving.pipelines import ServedModel, normalize
 
-router = APIRouter(tags=["inference"])
+router = APIRouter(tags=["inference"], route_class=KeyFirstRoute)
+# The paths of the routes above, which take images: their bodies get the inference limit.
+PATH_PREFIXES = (
+    "/v1/embed/",
+    "/v1/classify",
+    "/v1/caption",
+    "/v1/vqa",
+    "/v1/collections",
+    "/v1/retrieve",
+)
 
 CollectionName = Annotated[str, PathParam(pattern=NAME_PATTERN, examples=["catalogue"])]
 ERRORS = error_responses(401, 404, 422, 503) | {
@@ -87,7 +96,7 @@ async def _images(
     inference: InferenceService,
 ) -> np.ndarray:
     blobs = [from_base64(text, i) for i, text in enumerate(body.encoded_images())] + uploads
-    return decode_images(blobs, model.manifest.image_size, inference.settings)
+    return await inference.decode(blobs, model.manifest.image_size)
 
 
 def _check_candidates(values: list[str], what: str, inference: InferenceService) -> None:
@@ -354,7 +363,7 @@ async def add_items(
             blobs = [from_base64(text, i) for i, text in pictures]
             for s in range(0, len(blobs), inference.settings.inference_max_batch):
                 chunk = blobs[s : s + inference.settings.inference_max_batch]
-                images = decode_images(chunk, model.manifest.image_size, inference.settings)
+                images = await inference.decode(chunk, model.manifest.image_size)
                 tokens = await model.image_tokens(images)
                 rows = [i for i, _ in pictures[s : s + len(chunk)]]
                 parts.append((rows, await model.predict_embedding(tokens)))
@@ -396,7 +405,7 @@ async def retrieve(
         if body.text is not None:
             query = (await model.encode_text([body.text]))[0]
         else:
-            images = decode_images(blobs[:1], model.manifest.image_size, inference.settings)
+            images = await inference.decode(blobs[:1], model.manifest.image_size)
             query = (await model.predict_embedding(await model.image_tokens(images)))[0]
     hits = await inference.collections.search(body.collection, normalize(query), body.k, body.kind)
     return RetrieveResponse(

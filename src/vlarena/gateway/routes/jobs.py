@@ -21,12 +21,14 @@ from vlarena.gateway.deps import (
     READ_SECURITY,
     ConfinementDep,
     DispatcherDep,
+    KeyFirstRoute,
+    LimitsDep,
     ReadAccess,
     RegistryDep,
     StoreDep,
     StreamsDep,
     SubmitAccess,
-    authorize,
+    admit,
 )
 from vlarena.gateway.documents import JobDocuments
 from vlarena.gateway.errors import ApiError, error_responses
@@ -63,7 +65,7 @@ from vlarena.rundirs import JobDir
 
 log = logging.getLogger(__name__)
 
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], route_class=KeyFirstRoute)
 
 JobId = Annotated[
     str,
@@ -78,6 +80,8 @@ StreamId = Annotated[
     ),
 ]
 MAX_ARTIFACTS_LISTED = 10_000
+# Seconds a follower turned away waits before trying again.
+FOLLOWER_RETRY_AFTER_SECONDS = 5
 
 
 def _dump(model: Any) -> Any:
@@ -170,6 +174,7 @@ async def submit_job(
     registry: RegistryDep,
     dispatcher: DispatcherDep,
     confinement: ConfinementDep,
+    limits: LimitsDep,
 ) -> JSONResponse:
     """Validates a spec and queues the job; a repeated `submissionId` returns the first job.
 
@@ -186,6 +191,12 @@ async def submit_job(
     if spec.validate_only:
         validation = SpecValidation(queue=queue_for(spec), spec=spec_document(spec))
         return JSONResponse(_dump(validation))
+    # A replay of a submissionId creates nothing, so it needs no slot of the key's job quota.
+    replayable = (
+        store.keys.submission(principal.name, spec.submission_id) if spec.submission_id else ""
+    )
+    slot = await limits.reserve_job(principal.name, replayable)
+    created = False
     try:
         record, created = await store.create(spec, owner=principal.name)
     except SubmissionConflict as exc:
@@ -195,6 +206,8 @@ async def submit_job(
             f"submissionId {spec.submission_id!r} was used for job {exc.job_id} with another spec",
             {"jobId": exc.job_id},
         ) from None
+    finally:
+        await limits.settle_job(principal.name, slot, record.id if created else None)
     if created:
         JOBS_SUBMITTED.labels(record.type).inc()
         log.info(
@@ -279,7 +292,7 @@ async def get_job(job_id: JobId, request: Request) -> Response:
     # The API's hottest route (every poller calls it): it authorises and reads what it needs
     # off the request instead of through dependencies, each of which FastAPI resolves (and
     # validates) per request.
-    authorize(request, (Scope.READ,))
+    await admit(request, (Scope.READ,))
     documents: JobDocuments = request.app.state.services.documents
     document = await documents.get(job_id)
     if document is None:
@@ -334,12 +347,31 @@ async def _stream(
         next_after = lifecycle[-1].id if len(lifecycle) == limit else None
         return EventPage(items=lifecycle, next_after=next_after)
 
+    if not streams.admit_follower():
+        raise ApiError(
+            503,
+            "too_many_followers",
+            f"this gateway already streams to {streams.max_followers} followers; retry later",
+            headers={"Retry-After": str(FOLLOWER_RETRY_AFTER_SECONDS)},
+        )
+
     async def events() -> AsyncIterator[dict[str, str]]:
-        async for entry in streams.follow(kind, job_id, after=after):
-            yield {"event": kind[:-1], "id": entry.id, "data": entry.model_dump_json(by_alias=True)}
-        final = await store.get(job_id)
-        state = final.state.value if final else "UNKNOWN"
-        yield {"event": "end", "data": json.dumps({"state": state})}
+        try:
+            async for entry in streams.follow(kind, job_id, after=after):
+                yield {
+                    "event": kind[:-1],
+                    "id": entry.id,
+                    "data": entry.model_dump_json(by_alias=True),
+                }
+            final = await store.get(job_id)
+            if final is not None and not final.state.is_terminal:
+                # Idle or open too long: ended without `end`, the client resumes after its
+                # last entry.
+                return
+            state = final.state.value if final else "UNKNOWN"
+            yield {"event": "end", "data": json.dumps({"state": state})}
+        finally:
+            streams.release_follower()
 
     return EventSourceResponse(events(), ping=15, headers={"Cache-Control": "no-store"})
 
@@ -347,7 +379,9 @@ async def _stream(
 _STREAM_DOC = (
     "With `follow=true` the answer is a server-sent event stream: one `{kind}` event per entry "
     "(its `id` is the entry id, so `Last-Event-ID` resumes), then an `end` event with the "
-    "job's final state once the job has ended."
+    "job's final state once the job has ended. A stream that stays idle or open too long "
+    "ends without `end`: reconnect with `Last-Event-ID` to go on where it stopped. Past the "
+    "gateway's number of followers the answer is 503 with Retry-After."
 )
 
 

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Query, Response
 from fastapi import Path as PathParam
 
-from vlarena.gateway.deps import AdminAccess, ReadAccess, RegistryDep
+from vlarena.gateway.deps import AdminAccess, KeyFirstRoute, ReadAccess, RegistryDep
 from vlarena.gateway.errors import ApiError, error_responses
 from vlarena.gateway.schemas import (
     MODEL_EXAMPLE,
@@ -21,7 +21,7 @@ from vlarena.jobs.records import ModelVersion, RegisteredModel
 from vlarena.jobs.registry import ModelRegistry, VersionNotReady
 from vlarena.jobs.spec import NAME_PATTERN
 
-router = APIRouter(prefix="/v1/models", tags=["models"])
+router = APIRouter(prefix="/v1/models", tags=["models"], route_class=KeyFirstRoute)
 
 ModelName = Annotated[str, PathParam(pattern=NAME_PATTERN, examples=["fashion-vl-jepa"])]
 AliasName = Annotated[str, PathParam(pattern=NAME_PATTERN, examples=["production"])]

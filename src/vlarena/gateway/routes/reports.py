@@ -34,7 +34,7 @@ from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
 from pydantic import Field
 
-from vlarena.gateway.deps import ReadAccess, StoreDep, _services
+from vlarena.gateway.deps import KeyFirstRoute, ReadAccess, StoreDep, _services
 from vlarena.gateway.errors import ApiError, error_responses
 from vlarena.gateway.schemas import example_response
 from vlarena.jobs.records import JobRecord, RecordModel
@@ -42,7 +42,7 @@ from vlarena.jobs.spec import JobType
 from vlarena.jobs.states import JobState
 from vlarena.rundirs import JobDir
 
-router = APIRouter(tags=["reports"])
+router = APIRouter(tags=["reports"], route_class=KeyFirstRoute)
 
 REPORT_PAGE = "report/report.html"
 REPORT_JSON = "report/report.json"
