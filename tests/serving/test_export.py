@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 
 import numpy as np
 import onnx
@@ -66,6 +67,35 @@ def test_served_text_embeddings_use_minilm_tokenization(tiny_models, tiny_export
     with torch.no_grad():
         want = model.encode_text(texts).numpy()
     np.testing.assert_allclose(got, want, atol=1e-4)
+
+
+@pytest.mark.parametrize("family", ["token-vlm", "vl-jepa"])
+def test_tokenising_runs_through_the_offload_off_the_event_loop(
+    tiny_exports, tiny_test_visual, family
+):
+    """The gateway passes its bounded thread pool as `offload`: every tokenising step of a verb
+    runs there (not on the event loop), and the scores are those of the inline path."""
+    manifest = tiny_exports[family]
+    tokens_in = tiny_test_visual[:3].numpy()
+    labels = ["a bag top left", "a shirt bottom right", "an ankle boot"]
+    threads: list[int] = []
+
+    async def offload(work):
+        def recorded():
+            threads.append(threading.get_ident())
+            return work()
+
+        return await asyncio.to_thread(recorded)
+
+    async def scores(served: ServedModel) -> np.ndarray:
+        tokens = await served.image_tokens(tokens_in) if tokens_in.ndim == 4 else tokens_in
+        return await served.score_candidates(tokens, labels, ["what is it?"] * 3)
+
+    inline = asyncio.run(scores(ServedModel(manifest, OnnxRunner(manifest))))
+    loop_thread = threading.get_ident()
+    offloaded = asyncio.run(scores(ServedModel(manifest, OnnxRunner(manifest), offload=offload)))
+    np.testing.assert_allclose(offloaded, inline, atol=1e-6)
+    assert threads and loop_thread not in threads
 
 
 @pytest.mark.parametrize("family", ["token-vlm", "vl-jepa"])

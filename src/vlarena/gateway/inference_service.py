@@ -9,7 +9,7 @@ import contextlib
 import json
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Annotated, Any, TypeVar
 
 import anyio
@@ -33,6 +33,7 @@ from vlarena.serving.manifest import ServingManifest
 from vlarena.serving.pipelines import ServedModel, UnsupportedVerb
 
 Body = TypeVar("Body", bound=BaseModel)
+T = TypeVar("T")
 MANIFEST_CACHE = 64
 DEFAULT_ALIAS = "production"
 
@@ -56,6 +57,10 @@ class InferenceService:
         return await anyio.to_thread.run_sync(
             decode_images, blobs, size, self.settings, limiter=self._decoders
         )
+
+    async def offload(self, work: Callable[[], T]) -> T:
+        """Tokenising and other CPU-bound request work, in the same bounded pool as decoding."""
+        return await anyio.to_thread.run_sync(work, limiter=self._decoders)
 
     async def close(self) -> None:
         await self.pool.close()
@@ -118,7 +123,10 @@ class InferenceService:
                 f"{record.name} v{record.version} has no {precision} variant",
             )
         model = ServedModel(
-            manifest, TritonRunner(self.pool, record.name, record.version), precision
+            manifest,
+            TritonRunner(self.pool, record.name, record.version),
+            precision,
+            offload=self.offload,
         )
         info = ServedModelInfo(
             name=record.name, version=record.version, family=record.family, precision=precision

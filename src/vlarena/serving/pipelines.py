@@ -21,9 +21,9 @@ export checks its graphs against PyTorch before anything is served.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from functools import cached_property
-from typing import Protocol, cast
+from typing import Protocol, TypeVar, cast
 
 import numpy as np
 import tokenizers
@@ -32,6 +32,9 @@ from vlarena.data.tokenizer import Vocabulary, WordPieceTokenizer
 from vlarena.serving.manifest import TOKENIZER_FILE, ServingManifest
 
 Arrays = dict[str, np.ndarray]
+T = TypeVar("T")
+# Runs a blocking callable off the caller's event loop (e.g. in a bounded thread pool).
+Offload = Callable[[Callable[[], T]], Awaitable[T]]
 
 
 class Runner(Protocol):
@@ -91,11 +94,25 @@ class ServedModel:
     Visual inputs are X-encoder tokens (B, N, C): `image_tokens` turns pixels into them.
     """
 
-    def __init__(self, manifest: ServingManifest, runner: Runner, precision: str = "fp32") -> None:
+    def __init__(
+        self,
+        manifest: ServingManifest,
+        runner: Runner,
+        precision: str = "fp32",
+        offload: Offload | None = None,
+    ) -> None:
         self.manifest = manifest
         self.runner = runner
         self.precision = precision
         self.family = manifest.family
+        self.offload = offload
+
+    async def _cpu(self, work: Callable[[], T]) -> T:
+        """Runs CPU-bound work (tokenising texts) through `offload` when one is given, so that an
+        event loop serving other requests (health probes included) does not wait for it."""
+        if self.offload is None:
+            return work()
+        return await self.offload(work)
 
     # --- tokenizers -------------------------------------------------------------------------
     @cached_property
@@ -154,7 +171,7 @@ class ServedModel:
     ) -> np.ndarray:
         """VL-JEPA's predicted embeddings (B, D), unnormalised."""
         self._require("predictor")
-        ids = self._query_ids(queries or [None] * len(tokens))
+        ids = await self._cpu(lambda: self._query_ids(queries or [None] * len(tokens)))
         out = await self._run("predictor", {"tokens": tokens, "query_ids": ids}, ["embedding"])
         return out["embedding"]
 
@@ -163,7 +180,7 @@ class ServedModel:
         self._require("text_encoder")
         if not texts:
             return np.zeros((0, 0), dtype=np.float32)
-        encodings = self.minilm_tokenizer.encode_batch(list(texts))
+        encodings = await self._cpu(lambda: self.minilm_tokenizer.encode_batch(list(texts)))
         # Rows are grouped by padded length (a multiple of 8), so similar texts batch together.
         by_width: dict[int, list[int]] = {}
         for i, e in enumerate(encodings):
@@ -214,16 +231,9 @@ class ServedModel:
             picked = cand[np.array([[index[c] for c in row] for row in rows])]  # (B, C, D)
             return np.einsum("bd,bcd->bc", pred, picked)
         memory = (await self._run("decoder_memory", {"tokens": tokens}, ["memory"]))["memory"]
-        queries = queries or [None] * b
-        limit = self.manifest.text["maxTextLen"] + 1
-        seqs, prefix_lens, owners = [], [], []
-        for i, row in enumerate(rows):
-            prefix = self._prefix(queries[i])
-            for c in row:
-                body = self.vocab.encode(c, bos=False, eos=False)
-                seqs.append((prefix + body + [self.vocab.eos_id])[:limit])
-                prefix_lens.append(len(prefix))
-                owners.append(i)
+        seqs, prefix_lens, owners = await self._cpu(
+            lambda: self._scored_sequences(rows, queries or [None] * b)
+        )
         out = await self._run(
             "decoder_score",
             {
@@ -234,6 +244,22 @@ class ServedModel:
             ["score"],
         )
         return out["score"].reshape(b, len(rows[0]))
+
+    def _scored_sequences(
+        self, rows: list[list[str]], queries: Sequence[str | None]
+    ) -> tuple[list[list[int]], list[int], list[int]]:
+        """The token VLM's scored sequences (prefix, candidate, [SEP]) of every (image,
+        candidate) pair, with each one's prefix length and image."""
+        limit = self.manifest.text["maxTextLen"] + 1
+        seqs, prefix_lens, owners = [], [], []
+        for i, row in enumerate(rows):
+            prefix = self._prefix(queries[i])
+            for c in row:
+                body = self.vocab.encode(c, bos=False, eos=False)
+                seqs.append((prefix + body + [self.vocab.eos_id])[:limit])
+                prefix_lens.append(len(prefix))
+                owners.append(i)
+        return seqs, prefix_lens, owners
 
     def _prefix(self, query: str | None) -> list[int]:
         """[CLS], then the query and [SEP] when there is one (`TextDecoder.prefix`)."""
@@ -252,7 +278,8 @@ class ServedModel:
             embedding = await self.predict_embedding(tokens, queries)
             return await self.decode_embeddings(embedding, max_len=max_len)
         cross = await self._run("decoder_memory", {"tokens": tokens}, ["cross_k", "cross_v"])
-        prefixes = [self._prefix(q) for q in (queries or [None] * len(tokens))]
+        asked = queries or [None] * len(tokens)
+        prefixes = await self._cpu(lambda: [self._prefix(q) for q in asked])
         return await self._decode(cross["cross_k"], cross["cross_v"], prefixes, max_len)
 
     async def decode_embeddings(self, embedding: np.ndarray, *, max_len: int = 32) -> list[str]:
