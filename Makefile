@@ -27,7 +27,7 @@ IMAGE_APT_PACKAGES := buildah podman runc catatonit mmdebstrap uidmap fuse-overl
 IMAGE_PY_PACKAGES := cyclonedx-python-lib[json-validation]==11.12.0 podman-compose==1.6.0
 IMAGE_NICE := nice -n 19 ionice -c3
 
-.PHONY: setup system-deps test lint bench-models bench-gateway bench-serving bench-limits bench-scoring bench-training demo gpu-check clean deploy-tools chart-files \
+.PHONY: setup system-deps test fuzz lint bench-models bench-gateway bench-serving bench-limits bench-scoring bench-training demo gpu-check clean deploy-tools chart-files \
 	chart-lint hadolint gateway-lock image-tools images images-test pin-bases
 
 setup: system-deps $(STAMP) $(DEPS)/node_modules/emoji-datasource-twitter/emoji.json deploy-tools
@@ -134,6 +134,14 @@ test: setup
 	$(BIN)/coverage combine -q
 	$(BIN)/coverage report
 
+# The API fuzzer at full size: schemathesis over every operation of the OpenAPI document, 90
+# examples per operation and mode (over 5,000 requests); `make test` runs the same test small.
+# Ends with its summary line: cases, server errors, undocumented statuses, schema violations.
+FUZZ_EXAMPLES ?= 90
+fuzz: setup
+	VLARENA_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) VLARENA_FUZZ_SECONDS=inf \
+	  $(BIN)/pytest -q -s -p no:cacheprovider tests/fuzz
+
 lint: setup
 	$(BIN)/ruff check src tests
 	$(BIN)/ruff format --check src tests
@@ -175,6 +183,19 @@ demo: setup
 
 gpu-check: setup
 	$(BIN)/vlarena gpu-check
+
+# The chaos suite's full runs (tests/chaos; what they do: tests/chaos/chaos_harness.py): 20 tiny
+# train jobs through the API on a local stack (Redis with AOF, the gateway, 3 workers, Triton)
+# under at least 100 SIGKILLs of workers, a kill -9 of Redis restarted on its AOF, a worker
+# SIGSTOPped past its lease and a Triton kill during inference; then maxRetries-0 jobs through a
+# Redis stall at their final write. Ends with one `chaos:` line per run. Its short run is in
+# `make test`.
+CHAOS_LINES := .cache/chaos-lines.txt
+.PHONY: chaos
+chaos: setup
+	mkdir -p $(dir $(CHAOS_LINES)) && rm -f $(CHAOS_LINES)
+	VLARENA_CHAOS=full VLARENA_CHAOS_LINES=$(CHAOS_LINES) $(BIN)/python -m pytest tests/chaos -m chaos \
+	  -p no:cacheprovider $(PYTEST_ARGS); status=$$?; cat $(CHAOS_LINES) 2>/dev/null; exit $$status
 
 clean:
 	rm -rf $(VENV) $(DEPS) .cache .coverage .coverage.* htmlcov

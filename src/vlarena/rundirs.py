@@ -12,7 +12,9 @@ export for serving.
 
 from __future__ import annotations
 
+import hashlib
 import re
+import secrets
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,11 +36,18 @@ EVALUATION_FILE = "evaluation.json"
 JOB_RESULT_FILE = "job-result.json"  # what `run-job` leaves for the worker that launched it
 SINGLE_RUN_DIR = "run"
 BUDGETS_DIR = "budgets"
+# The SHA-256 of the fencing token of the claim that made an attempt directory.
+ATTEMPT_OWNER_FILE = ".attempt-owner"
 _ATTEMPT = re.compile(r"attempt-(\d+)")
 
 
 class RunNotFound(UserInputError, FileNotFoundError):
     """A path that holds no trained run."""
+
+
+class AttemptOwned(RuntimeError):
+    """An attempt's directory belongs to another claim of the same attempt number (one that a
+    Redis that lost its last writes handed out twice)."""
 
 
 @dataclass(frozen=True)
@@ -188,24 +197,33 @@ class AttemptsDir:
                 found.append((int(m.group(1)), p))
         return sorted(found)
 
-    def start(self, n: int) -> Path:
-        """The directory of attempt `n`, made if new.
+    def start(self, n: int, owner: str = "") -> Path:
+        """The directory of attempt `n` for the claim whose token is `owner`, made if new.
 
         A new attempt starts from a copy of the newest earlier one, so it resumes from that
         attempt's last checkpoint while a stale worker of an earlier attempt, should one still
-        be alive, can only ever write into its own directory.
+        be alive, can only ever write into its own directory. The directory appears whole, with
+        its owner's token inside, or not at all; another owner of the same attempt number gets
+        AttemptOwned, never the directory.
         """
         workdir = self.attempt(n)
-        if workdir.exists():
-            return workdir
-        earlier = [p for k, p in self.attempts() if k < n]
-        if earlier:
-            staging = self.path / f".attempt-{n}.copying"
-            shutil.rmtree(staging, ignore_errors=True)
-            shutil.copytree(earlier[-1], staging, symlinks=True)
-            staging.rename(workdir)
-        else:
-            workdir.mkdir(parents=True)
+        owner = hashlib.sha256(owner.encode()).hexdigest()
+        if not workdir.exists():
+            earlier = [p for k, p in self.attempts() if k < n]
+            staging = self.path / f".attempt-{n}.{secrets.token_hex(4)}.making"
+            if earlier:
+                shutil.copytree(earlier[-1], staging, symlinks=True)
+            else:
+                staging.mkdir(parents=True)
+            (staging / ATTEMPT_OWNER_FILE).write_text(owner)
+            try:
+                staging.rename(workdir)
+            except OSError:  # made meanwhile by another claim: whose it is decides below
+                shutil.rmtree(staging, ignore_errors=True)
+        marker = workdir / ATTEMPT_OWNER_FILE
+        found = marker.read_text() if marker.is_file() else ""
+        if found != owner:
+            raise AttemptOwned(f"{workdir} belongs to another claim of attempt {n}")
         return workdir
 
     def prune(self, keep: Path) -> None:

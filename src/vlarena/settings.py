@@ -23,7 +23,8 @@ def _default_scopes() -> list[ApiScope]:
 
 
 class ApiKeyEntry(BaseModel):
-    """One gateway API key: its name, the SHA-256 of its secret (or the secret) and its scopes."""
+    """One gateway API key: its name, the SHA-256 of its secret (or the secret), its scopes and
+    its team, if any."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -33,6 +34,13 @@ class ApiKeyEntry(BaseModel):
         default=None, min_length=16, description="The secret itself; hashed when loaded."
     )
     scopes: list[ApiScope] = Field(default_factory=_default_scopes)
+    team: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=128,
+        description="The key's team: what it makes (collections, model names) the team's keys "
+        "may change too.",
+    )
 
     @model_validator(mode="after")
     def _one_secret(self) -> ApiKeyEntry:
@@ -163,6 +171,31 @@ class Settings(BaseSettings):
         default=10.0,
         ge=0,
         description="Delay before retrying a failed job, doubled on each failure (at most 5 min).",
+    )
+    poison_job_limit: int = Field(
+        default=5,
+        ge=0,
+        description="Attempts of one job that may lose their worker (killed, out of memory, "
+        "vanished) before the job ends FAILED with PoisonJob instead of being retried; 0: no "
+        "limit beyond its maxRetries.",
+    )
+    stall_timeout_seconds: float = Field(
+        default=1800.0,
+        ge=0,
+        description="An attempt that reports no progress, log or event this long is stopped and "
+        "retried (error Stalled); 0 turns the watchdog off.",
+    )
+    stall_grace_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="How long a stalled attempt gets to stop once asked; past it the worker "
+        "records the attempt as Stalled and exits, for its supervisor to start a fresh one.",
+    )
+    redis_timeout_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        description="Longest wait for Redis's answer to one command (sent once more after it): "
+        "past it the gateway answers 503 and workers retry.",
     )
     worker_queues: str = Field(
         default="auto",

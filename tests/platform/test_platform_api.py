@@ -92,10 +92,15 @@ def test_keys_without_the_scope_get_403(gateway: Gateway) -> None:
         refused = reader.post("/v1/jobs", json=tiny_train(validateOnly=True))
         assert refused.status_code == 403
         assert "submit" in refused.json()["error"]["message"]
-        alias = alice.post(
+        alias = reader.post(
             "/v1/models/any-model/aliases", json={"alias": "production", "version": 1}
         )
         assert alias.status_code == 403
+        # A submit key has the scope; the model's owner is checked next (tests/security).
+        unknown = alice.post(
+            "/v1/models/any-model/aliases", json={"alias": "production", "version": 1}
+        )
+        assert unknown.status_code == 404
 
 
 def test_only_the_owner_or_an_admin_cancels_a_job(gateway: Gateway) -> None:

@@ -70,7 +70,7 @@ def test_a_stale_attempt_is_fenced_off_once_the_reaper_requeued_its_job(redis_ur
         assert [a.outcome for a in record.attempts] == ["lost", "succeeded"]
         assert record.retries == 1
 
-    run_with_store(redis_url, check, lease_seconds=0.2)
+    run_with_store(redis_url, check, lease_seconds=0.2, retry_backoff_seconds=0)
 
 
 def test_finished_jobs_ignore_late_cancels_and_claims(redis_url: str) -> None:

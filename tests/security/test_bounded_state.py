@@ -128,17 +128,25 @@ def test_a_retention_of_zero_keeps_finished_jobs(redis_url: str) -> None:
 
 @contextlib.contextmanager
 def filled(url: str) -> Iterator[None]:
-    """Writes until Redis refuses: used memory is past `maxmemory` under `noeviction`."""
-    # The connection stays open while the test runs: closing it would free its buffers and
-    # bring Redis back below `maxmemory`.
+    """Writes until Redis refuses (used memory past `maxmemory` under `noeviction`), then lowers
+    `maxmemory` well below what is used, so that keys expiring meanwhile (rate-limit windows,
+    retention) cannot bring Redis back under its limit while the test runs."""
     with redis.Redis.from_url(url) as client:
+        limit = client.config_get("maxmemory")["maxmemory"]
         # Smaller and smaller values, so that what is left below `maxmemory` is less than any
         # command's own arguments.
         for size in (64 * 1024, 1024, 64):
             with pytest.raises(redis.exceptions.OutOfMemoryError):
                 for i in range(100_000):
                     client.set(f"ballast:{size}:{i}", b"x" * size)
-        yield
+        used = int(client.info("memory")["used_memory"])
+        client.config_set("maxmemory", used // 2)
+        try:
+            yield
+        finally:
+            client.config_set("maxmemory", limit)
+            for key in client.scan_iter("ballast:*", count=1000):
+                client.delete(key)
 
 
 def test_a_full_redis_answers_503_with_retry_after_never_500(

@@ -121,6 +121,9 @@ def test_the_serving_benchmark_measures_every_configuration(
                 "1,4",
                 "--threads",
                 "1",
+                "--rounds",
+                "2",
+                "--no-gateway",
                 "--out",
                 str(tmp_path),
             ]
@@ -132,12 +135,19 @@ def test_the_serving_benchmark_measures_every_configuration(
     configs = {(c["config"][:3], c["concurrency"]) for c in result["cells"]}
     assert configs == {(k, n) for k in ("(a)", "(b)", "(c)", "(d)") for n in (1, 4)}
     assert all(c["requests"] > 0 and c["errors"] == 0 for c in result["cells"])
+    assert all(c["rounds"] == 2 for c in result["cells"])
+    assert all(c["ips_low"] <= c["images_per_second"] <= c["ips_high"] for c in result["cells"])
     assert min(result["summary"]["int8QdqOps"].values()) > 0
+    speedup = result["summary"]["batchingSpeedupInterval"]
+    assert speedup["n"] == 2 and speedup["low"] <= speedup["median"] <= speedup["high"]
     onnx = result["onnxruntime"]
-    assert set(onnx) == {"fp32", "int8"} and all(v > 0 for p in onnx.values() for v in p.values())
+    assert set(onnx) == {"fp32", "int8", "int8/fp32"}
+    assert all(v["median"] > 0 for p in onnx.values() for v in p.values())
+    assert set(result["loadAverage"]) == {"start", "end", "busy"}
     assert result["int8Recipe"] == tiny_exports["vl-jepa"].parts["vision"].recipes["int8"]
     printed = capsys.readouterr().out
     assert "(c)/(b) throughput at 4 clients" in printed and "int8" in printed
+    assert "medians over 2 rounds" in printed and "load average" in printed
     assert result["cpu"]["cores"] >= 1 and f"{result['cpu']['cores']} cores" in printed
 
 
@@ -159,3 +169,69 @@ def test_the_serving_benchmark_re_exports_a_run_made_by_another_int8_recipe(tiny
     again, _ = prepare_export(run_dir, tmp_path / "work", other)  # now up to date: kept
     assert (run_dir / "export" / "serving.json").stat().st_mtime_ns == stamp
     assert again.parts["vision"].recipes == manifest.parts["vision"].recipes
+
+
+def test_throughput_ratios_pair_the_rounds_measured_side_by_side() -> None:
+    from vlarena.bench.serving import Round, Tally, _cell, ratio_interval
+
+    # The machine slows down round after round; the ratio in each round stays 2.
+    slow = Tally(rounds=[Round(100 * k, 1.0, 0.01) for k in (1, 3, 5, 7, 9, 11)])
+    fast = Tally(rounds=[Round(200 * k, 1.0, 0.01) for k in (1, 3, 5, 7, 9, 11)])
+    ratio = ratio_interval(fast, slow)
+    assert ratio["median"] == ratio["low"] == ratio["high"] == 2.0 and ratio["n"] == 6
+    cell = _cell("x", 4, slow)
+    assert cell.images_per_second == 600.0 and (cell.ips_low, cell.ips_high) == (100.0, 1100.0)
+    assert cell.coverage == round(1 - 2 * 0.5**6, 3)
+
+
+def test_the_serving_benchmark_measures_inference_through_the_gateway(
+    serving_settings, triton, registered
+) -> None:
+    import asyncio
+    import threading
+    import time
+
+    import numpy as np
+    import uvicorn
+
+    from vlarena.bench.serving import GATEWAY_ROUTES, png_base64, run_gateway
+    from vlarena.gateway.app import create_app
+    from vlarena.serving.config import ServingSettings
+
+    app = create_app(serving_settings)
+    app.state.serving_settings = ServingSettings(
+        triton_url=triton.grpc_url, triton_timeout_seconds=10
+    )
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert time.monotonic() < deadline, "the gateway did not start"
+        time.sleep(0.05)
+    try:
+        rng = np.random.default_rng(0)
+        images = [png_base64(rng.random((3, 40, 40), dtype=np.float32)) for _ in range(3)]
+        cells = asyncio.run(
+            run_gateway(
+                f"http://127.0.0.1:{port}",
+                None,
+                registered["vl-jepa"]["name"],
+                "production",
+                images,
+                (1, 3),
+                0.6,
+                2,
+            )
+        )
+    finally:
+        server.should_exit = True
+        thread.join(20)
+    assert {(c.config, c.concurrency) for c in cells} == {
+        (label, n) for _, label in GATEWAY_ROUTES for n in (1, 3)
+    }
+    for cell in cells:
+        assert cell.requests > 0 and cell.errors == 0 and cell.rounds == 2
+        assert cell.ips_low <= cell.images_per_second <= cell.ips_high
+        assert cell.p50_ms > 0 and cell.p99_ms >= cell.p50_ms * 0.5

@@ -132,6 +132,12 @@ imagePullSecrets:
   value: {{ .Values.config.leaseSeconds | quote }}
 - name: VLARENA_HEARTBEAT_SECONDS
   value: {{ .Values.config.heartbeatSeconds | quote }}
+- name: VLARENA_RETRY_BACKOFF_SECONDS
+  value: {{ .Values.config.retryBackoffSeconds | quote }}
+- name: VLARENA_POISON_JOB_LIMIT
+  value: {{ .Values.config.poisonJobLimit | int64 | quote }}
+- name: VLARENA_STALL_TIMEOUT_SECONDS
+  value: {{ .Values.config.stallTimeoutSeconds | quote }}
 - name: VLARENA_JOB_RETENTION_SECONDS
   value: {{ .Values.config.jobRetentionSeconds | int64 | quote }}
 - name: VLARENA_INT8_WEIGHTS

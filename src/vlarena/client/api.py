@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +13,11 @@ from typing import Any
 import httpx
 
 from vlarena.settings import Settings
+
+# Submissions sent in all, at most, when the gateway's answer is lost or says 503; the wait
+# between two is the answer's Retry-After, or doubles from the first, up to the longest.
+SUBMIT_TRIES = 5
+SUBMIT_WAIT_SECONDS = (0.5, 30.0)
 
 
 class GatewayError(Exception):
@@ -93,7 +99,27 @@ class GatewayClient:
     # Jobs.
 
     def submit_job(self, spec: dict[str, Any]) -> dict[str, Any]:
-        """Creates a job (or, with `validateOnly`, checks the spec); returns the API's answer."""
+        """Creates a job (or, with `validateOnly`, checks the spec); returns the API's answer.
+
+        A spec without a `submissionId` gets one, and a submission whose answer was lost (a
+        timeout, a dropped connection) or was 503 is sent again with it: the gateway then
+        returns the job it made, if it made one, so a retry never runs a job twice.
+        """
+        if not spec.get("validateOnly") and not spec.get("submissionId"):
+            spec = {**spec, "submissionId": f"cli-{uuid.uuid4().hex}"}
+        wait, longest = SUBMIT_WAIT_SECONDS
+        for _ in range(SUBMIT_TRIES - 1):
+            try:
+                response = self.http.request("POST", "/v1/jobs", json=spec)
+            except httpx.TransportError:
+                pause = wait
+            else:
+                if response.status_code != 503:
+                    _raise_for_error(response)
+                    return response.json()
+                pause = _retry_after(response, wait)
+            time.sleep(min(pause, longest))
+            wait = min(2 * wait, longest)
         return self._request("POST", "/v1/jobs", json=spec)
 
     def list_jobs(
@@ -218,6 +244,14 @@ class GatewayClient:
         """POST /v1/{endpoint} (classify, caption, vqa, embed/image, embed/text) with a JSON
         body; images go in it base64-encoded (`image` or `images`)."""
         return self._request("POST", f"/v1/{endpoint}", json=body)
+
+
+def _retry_after(response: httpx.Response, default: float) -> float:
+    """The seconds a 503's Retry-After asks for (`default` when it names none)."""
+    try:
+        return max(0.0, float(response.headers.get("Retry-After", default)))
+    except ValueError:
+        return default
 
 
 def _raise_for_error(response: httpx.Response) -> None:

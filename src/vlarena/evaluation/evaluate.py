@@ -365,7 +365,8 @@ def evaluate_model(
     on_event: OnEvent = ignore,
 ) -> dict[str, Any]:
     """All metrics of `model` on `ds` (whose visual inputs are `visual`), as plain dicts;
-    progress is reported after each group of metrics."""
+    progress is reported before the first group of metrics and after each (where a job may
+    stop)."""
     cfg = cfg or EvalConfig()
     was_training = model.training
     model.eval()
@@ -394,6 +395,7 @@ def evaluate_model(
             return caption_metrics
 
         steps.append(("captioning", captions))
+    on_event(ProgressEvent("evaluate", 0, len(steps), "metric groups"))
     for done, (_name, measure) in enumerate(steps, start=1):
         metrics |= measure()
         on_event(ProgressEvent("evaluate", done, len(steps), "metric groups"))

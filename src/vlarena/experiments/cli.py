@@ -248,15 +248,37 @@ def _under_torchrun(args: argparse.Namespace) -> int | None:
     return subprocess.run(torchrun_command(argv, nproc_per_node=args.nodes)).returncode
 
 
-def _step_limit(steps: int | None) -> Callable[[], bool]:
-    """A `should_stop` that asks for a stop once `steps` steps ran in this process (or never)."""
-    if steps is None:
-        return lambda: False
-    if steps < 1:
-        raise UserInputError(f"--stop-after-steps must be at least 1, got {steps}")
-    polls = iter(range(steps))
-    # The training loop polls once before every step: the (steps + 1)-th poll asks for a stop.
-    return lambda: next(polls, None) is None
+class StepLimit:
+    """A `should_stop` that asks for a stop once `steps` optimiser steps ran in this process (or
+    never, without `steps`).
+
+    The training loop polls once before every step: the (steps + 1)-th such poll asks for a
+    stop. A job also polls right after each progress report of its other phases; the sink that
+    `watch` wraps sees those reports, so the polls that follow them are not counted as steps.
+    """
+
+    def __init__(self, steps: int | None) -> None:
+        if steps is not None and steps < 1:
+            raise UserInputError(f"--stop-after-steps must be at least 1, got {steps}")
+        self.steps = steps
+        self.polls = 0
+        self._after_report = False
+
+    def watch(self, sink: Callable[[Event], None]) -> Callable[[Event], None]:
+        def watching(event: Event) -> None:
+            sink(event)
+            self._after_report = isinstance(event, ProgressEvent) and event.phase != "train"
+
+        return watching
+
+    def __call__(self) -> bool:
+        if self.steps is None:
+            return False
+        if self._after_report:
+            self._after_report = False
+        else:
+            self.polls += 1
+        return self.polls > self.steps
 
 
 def _run(
@@ -274,12 +296,13 @@ def _run(
     from vlarena.settings import get_settings
 
     confinement = Confinement.from_settings(get_settings()) if confined else None
+    limit = StepLimit(stop_after)
     try:
         return run_job(
             spec,
             out,
-            on_event=sink,
-            should_stop=_step_limit(stop_after),
+            on_event=limit.watch(sink),
+            should_stop=limit,
             force=force,
             confinement=confinement,
         )

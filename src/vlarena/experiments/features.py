@@ -100,7 +100,10 @@ def cached_features(
     root = cache_dir() / "features" / f"{encoder.cache_key()}-{dataset.fingerprint()}-{ids_hash}"
     feats_path, ids_path = root / "features.npy", root / "ids.npy"
     if feats_path.exists() and ids_path.exists():
-        return FeatureTable(np.load(feats_path), [str(i) for i in np.load(ids_path)])
+        try:
+            return FeatureTable(np.load(feats_path), [str(i) for i in np.load(ids_path)])
+        except (OSError, ValueError, EOFError) as err:  # damaged on disk: computed again
+            log.warning("feature cache %s cannot be read (%s); encoding again", root, err)
     started = time.perf_counter()
     feats = encode_images(
         encoder, [r.image for r in dataset.records], num_threads=num_threads, on_chunk=on_chunk

@@ -6,13 +6,14 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from vlarena.data.errors import DataError
 from vlarena.data.manifest import Dataset
 from vlarena.data.registry import load_dataset
 from vlarena.events import OnEvent, ProgressEvent
-from vlarena.experiments.features import cached_features
+from vlarena.experiments.features import CHUNK, cached_features
 from vlarena.experiments.runtime import configured_threads
 from vlarena.jobs.confinement import Confinement
 from vlarena.jobs.spec import DatasetSpec
@@ -72,10 +73,18 @@ class Splits:
 
 def visual_inputs(model: VLModel, ds: Dataset, full: Dataset, on_event: OnEvent) -> torch.Tensor:
     """What the model reads for each image of `ds`: cached features of a frozen X-encoder
-    (computed once for the whole manifest), or pixels for a trainable one."""
+    (computed once for the whole manifest), or pixels for a trainable one (decoded a chunk at a
+    time, each reported as progress)."""
     enc = model.x_encoder
     if not enc.frozen:
-        return torch.from_numpy(ds.load_images(enc.image_size))
+        chunks = []
+        for start in range(0, len(ds), CHUNK):
+            part = dataclasses.replace(ds, records=ds.records[start : start + CHUNK])
+            chunks.append(part.load_images(enc.image_size))
+            on_event(ProgressEvent("load-data", start + len(part), len(ds), "images"))
+        if not chunks:
+            return torch.from_numpy(ds.load_images(enc.image_size))
+        return torch.from_numpy(np.concatenate(chunks))
 
     def chunk(done: int, total: int) -> None:
         on_event(ProgressEvent("encode-features", done, total, "images"))

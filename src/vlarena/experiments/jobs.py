@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from vlarena.data.manifest import Dataset
-from vlarena.errors import UserInputError
+from vlarena.errors import StopRequested, UserInputError
 from vlarena.evaluation.evaluate import flat_values
-from vlarena.events import OnEvent, ProgressEvent, RunTag, emit_log, tagged
+from vlarena.events import Event, OnEvent, ProgressEvent, RunTag, emit_log, tagged
 from vlarena.experiments.configs import RunSpec, eval_config, report_config, train_values
 from vlarena.experiments.exports import export_run, exported_files
 from vlarena.experiments.inputs import Splits, open_dataset
@@ -30,12 +30,28 @@ from vlarena.jobs.spec import (
 )
 from vlarena.models.registry import family_names
 from vlarena.rundirs import JobDir, RunDir
-from vlarena.training.loop import StopRequested
 
-__all__ = ["StopRequested", "run_job"]
+__all__ = ["StopRequested", "run_job", "stopping_at_progress"]
 
 StopCheck = Callable[[], bool]
 SOURCE_FIELD = "source.runDir"
+
+
+def stopping_at_progress(on_event: OnEvent, should_stop: StopCheck) -> OnEvent:
+    """`on_event`, raising StopRequested after any phase's progress report once `should_stop`
+    asks. Every stage of a job starts with a progress report and every long phase reports as it
+    goes, each where it may stop, so a cancel or a deadline ends data loading, feature encoding,
+    evaluation, export and the report alike. Training's own reports pass through: its loop polls
+    `should_stop` before every step and checkpoints before it stops."""
+
+    def sink(event: Event) -> None:
+        on_event(event)
+        if isinstance(event, ProgressEvent) and event.phase != "train" and should_stop():
+            raise StopRequested(
+                f"stopped during {event.phase} ({event.done}/{event.total} {event.unit})"
+            )
+
+    return sink
 
 
 def _budget(budget: Budget) -> dict[str, Any]:
@@ -206,7 +222,6 @@ def _evaluate_job(
     spec: EvaluateJobSpec,
     job: JobDir,
     on_event: OnEvent,
-    should_stop: StopCheck,
     confinement: Confinement | None,
 ) -> dict[str, Any]:
     if spec.source.run_dir is None:
@@ -240,9 +255,12 @@ def run_job(
 ) -> dict[str, Any]:
     """Runs a validated job spec in `workdir`, resuming what a previous attempt of the same
     spec left there; returns {"metrics", "artifacts", "models"}. Raises StopRequested when
-    `should_stop` asked it to stop, and StaleRunError when `workdir` holds runs of another
-    spec (`force` retrains them). A job submitted through the gateway reads its data and runs
-    under its `confinement` (ConfinementError otherwise); the local CLI passes none."""
+    `should_stop` asked it to stop (polled before every training step and at every other
+    phase's progress reports), NonFiniteLoss when training diverges, and StaleRunError when
+    `workdir` holds runs of another spec (`force` retrains them). A job submitted through the
+    gateway reads its data and runs under its `confinement` (ConfinementError otherwise); the
+    local CLI passes none."""
+    on_event = stopping_at_progress(on_event, should_stop)
     job = JobDir(Path(workdir))
     job.path.mkdir(parents=True, exist_ok=True)
     write_json(job.spec, spec_document(spec))
@@ -250,4 +268,4 @@ def run_job(
         return _train_job(spec, job, on_event, should_stop, force, confinement)
     if isinstance(spec, CompareJobSpec):
         return _compare_job(spec, job, on_event, should_stop, force, confinement)
-    return _evaluate_job(spec, job, on_event, should_stop, confinement)
+    return _evaluate_job(spec, job, on_event, confinement)

@@ -30,7 +30,7 @@ from vlarena.rundirs import RunDir
 from vlarena.training.auxiliary import train_auxiliary
 from vlarena.training.distributed import DistContext, init_distributed, shutdown_distributed
 from vlarena.training.examples import ExampleSource
-from vlarena.training.loop import Trainer
+from vlarena.training.loop import Trainer, previous_checkpoint
 
 
 class SameDataError(UserInputError):
@@ -216,6 +216,7 @@ def train_run(
     write_json(run_dir.items, evaluation["items"], indent=None)
     write_json(run_dir.result, record)
     run_dir.checkpoint.unlink(missing_ok=True)
+    previous_checkpoint(run_dir.checkpoint).unlink(missing_ok=True)
     return record
 
 

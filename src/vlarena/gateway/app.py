@@ -34,8 +34,9 @@ Submit training, evaluation and comparison jobs for the token-prediction VLM and
 families; follow their progress and logs; fetch their artifacts; manage the model registry.
 
 Authenticate with `Authorization: Bearer <API key>`. Scopes: `read` (look), `submit` (also
-submit and cancel own jobs), `admin` (everything, including aliases). Errors always have the
-shape `{"error": {"code", "message", "details"}}`.
+submit and cancel own jobs, make collections), `admin` (everything). Collections and model
+names belong to the key (or its team) that made them: only it and admin keys change them or
+set a model's aliases. Errors always have the shape `{"error": {"code", "message", "details"}}`.
 """
 
 

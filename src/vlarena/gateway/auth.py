@@ -11,6 +11,7 @@ from enum import StrEnum
 import yaml
 from pydantic import TypeAdapter
 
+from vlarena.jobs.ownership import Caller, Owner, admits
 from vlarena.settings import ApiKeyEntry, Settings
 
 
@@ -31,13 +32,22 @@ _GRANTS: dict[Scope, frozenset[Scope]] = {
 
 @dataclass(frozen=True)
 class Principal:
-    """Who a request comes from: the key's name and what it may do."""
+    """Who a request comes from: the key's name, what it may do and its team ('' for none)."""
 
     name: str
     scopes: frozenset[Scope]
+    team: str = ""
 
     def allows(self, scope: Scope) -> bool:
         return scope in self.scopes
+
+    @property
+    def caller(self) -> Caller:
+        return Caller(self.name, self.team, self.allows(Scope.ADMIN))
+
+    def may_change(self, owner: Owner | None) -> bool:
+        """Whether this key may change what `owner` made (None: the admins')."""
+        return admits(owner, self.caller)
 
 
 ANONYMOUS_ADMIN = Principal("anonymous", frozenset(Scope))
@@ -71,7 +81,7 @@ class ApiKeys:
         for entry in entries:
             digest = entry.sha256 or key_digest(entry.key or "")
             scopes = frozenset().union(*(_GRANTS[Scope(s)] for s in entry.scopes))
-            self._by_digest[digest] = Principal(entry.name, scopes)
+            self._by_digest[digest] = Principal(entry.name, scopes, entry.team or "")
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ApiKeys:

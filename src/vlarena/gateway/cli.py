@@ -33,6 +33,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     new_key.add_argument(
         "--scopes", default="read", help="comma-separated: read, submit, admin (default: read)"
     )
+    new_key.add_argument(
+        "--team", help="the key's team: its keys share the collections and models they make"
+    )
     new_key.set_defaults(func=new_key_command)
 
 
@@ -63,6 +66,8 @@ def new_key_command(args: argparse.Namespace) -> int:
         return EXIT_ERROR
     key = new_api_key()
     entry = {"name": args.name, "sha256": key_digest(key), "scopes": scopes}
+    if args.team:
+        entry["team"] = args.team
     print(f"API key (shown once; give it to {args.name}): {key}")
     print("entry for VLARENA_API_KEYS or the keys file:")
     print(json.dumps(entry))

@@ -16,7 +16,9 @@ from vlarena.gateway.errors import ApiError, error_responses
 from vlarena.gateway.limits import RateLimits
 from vlarena.jobs.confinement import Confinement
 from vlarena.jobs.dispatch import JobDispatcher
+from vlarena.jobs.ownership import Owner, owner_label, registered_names
 from vlarena.jobs.registry import ModelRegistry
+from vlarena.jobs.spec import AnyJobSpec
 from vlarena.jobs.store import JobStore
 from vlarena.jobs.streams import JobStreams
 from vlarena.settings import Settings
@@ -114,6 +116,38 @@ def authorize(request: Request, scopes: Iterable[str]) -> Principal:
     return principal
 
 
+def require_owner(principal: Principal, owner: Owner | None, what: str) -> None:
+    """403 unless the caller's key made `what`, is of its team, or is an admin key."""
+    if not principal.may_change(owner):
+        raise ApiError(
+            403,
+            "forbidden",
+            f"{what} belongs to {owner_label(owner)}; API key {principal.name!r} may not change "
+            "it (its owner's keys and admin keys may)",
+        )
+
+
+async def check_model_names(
+    spec: AnyJobSpec, principal: Principal, registry: ModelRegistry
+) -> None:
+    """403 naming the field when the job would register a version under a model name another
+    key (or team) owns."""
+    names = registered_names(spec)
+    index, owner = await registry.admit(principal.caller, [n for _, n in names])
+    if index:
+        field, name = names[index - 1]
+        message = (
+            f"model {name!r} belongs to {owner}; API key {principal.name!r} may not register "
+            "versions of it: choose another modelName"
+        )
+        raise ApiError(
+            403,
+            "forbidden",
+            f"{field}: {message}",
+            [{"field": field, "message": message, "type": "model_owner"}],
+        )
+
+
 _CHARGED = "vlarena.charged"
 
 
@@ -137,7 +171,6 @@ READ_SECURITY = [{api_key_auth.scheme_name: [Scope.READ.value]}]
 
 ReadAccess = Annotated[Principal, Security(api_key_auth, scopes=[Scope.READ])]
 SubmitAccess = Annotated[Principal, Security(api_key_auth, scopes=[Scope.SUBMIT])]
-AdminAccess = Annotated[Principal, Security(api_key_auth, scopes=[Scope.ADMIN])]
 
 
 def required_scopes(route: APIRoute) -> list[str] | None:

@@ -75,6 +75,7 @@ _CODES = {
     415: "unsupported_media_type",
     422: "validation_error",
     429: "too_many_requests",
+    502: "bad_gateway",
     503: "unavailable",
 }
 
@@ -160,6 +161,7 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
             "too_many_requests",
             "API key 'ci' made more than 600 requests in 60 s; retry after the Retry-After seconds",
         ),
+        502: ("inference_failed", "Triton failed to run fashion-vl-jepa.vision"),
         503: ("unavailable", "Redis is unreachable"),
     }
     responses: dict[int | str, dict[str, Any]] = {}

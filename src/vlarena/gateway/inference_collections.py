@@ -4,7 +4,9 @@ process shares and that outlive any of them.
 Keys (under the job platform's prefix, beside `vlarena.jobs.keys`):
 - `collections` (sorted set, all scores 0): collection names;
 - `collection:{name}` (hash): `name`, `model`, `version`, `family`, `dim`, `createdAt`,
-  `updatedAt` (epoch ms), `revision` (bumped on every change);
+  `updatedAt` (epoch ms), `revision` (bumped on every change), `ownerKey` and `ownerTeam` (the
+  key that made it and its team, `vlarena.jobs.ownership`; absent in collections made before
+  owners were recorded, which are the admins');
 - `collection:{name}:items` (hash): item id → JSON `{kind, metadata, vector}` with the
   L2-normalised float32 vector base64-encoded.
 
@@ -26,6 +28,8 @@ import numpy as np
 from redis.asyncio import Redis
 from redis.typing import EncodableT, FieldT
 
+from vlarena.jobs.ownership import Owner
+
 
 @dataclass(frozen=True)
 class CollectionInfo:
@@ -37,6 +41,7 @@ class CollectionInfo:
     items: int
     created_at_ms: int
     updated_at_ms: int
+    owner: Owner | None
 
 
 @dataclass
@@ -64,9 +69,9 @@ class CollectionStore:
         return f"{self.prefix}collection:{name}:items"
 
     async def create(
-        self, name: str, model: str, version: int, family: str
+        self, name: str, model: str, version: int, family: str, owner: Owner
     ) -> CollectionInfo | None:
-        """A new empty collection; None when the name is taken."""
+        """A new empty collection of `owner`; None when the name is taken."""
         now = int(time.time() * 1000)
         # Typed as redis-py's hash mapping: its `Mapping` key is invariant, so `dict[str, ...]` fails.
         fields: dict[FieldT, EncodableT] = {
@@ -78,6 +83,8 @@ class CollectionStore:
             "createdAt": now,
             "updatedAt": now,
             "revision": 0,
+            "ownerKey": owner.key,
+            "ownerTeam": owner.team,
         }
         if not await self.redis.hsetnx(self._meta(name), "name", name):
             return None
@@ -103,6 +110,9 @@ class CollectionStore:
             items=int(count),
             created_at_ms=int(fields["createdAt"]),
             updated_at_ms=int(fields["updatedAt"]),
+            owner=Owner(fields["ownerKey"], fields.get("ownerTeam", ""))
+            if fields.get("ownerKey")
+            else None,
         )
 
     async def list(self) -> list[CollectionInfo]:

@@ -131,6 +131,11 @@ class Collection(RecordModel):
     items: int
     created_at: datetime
     updated_at: datetime
+    owner: str | None = Field(
+        default=None,
+        description="Who may add items and delete it besides admins: `key:NAME` or `team:NAME`; "
+        "null for a collection made before owners were recorded (admins only).",
+    )
 
 
 class CollectionList(RecordModel):

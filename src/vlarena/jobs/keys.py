@@ -7,8 +7,10 @@ Jobs
   (JSON), `specSha256`, `owner`, `submissionId`, `maxRetries`, `retries`,
   `activeDeadlineSeconds`; `createdAt`, `updatedAt`, `startedAt`, `finishedAt`, `deadlineAt`
   (epoch ms, Redis clock); `revision` (bumped by every change); `attempt` (number of the
-  current attempt), `worker`, `workdir`; `progress`, `metrics`, `checkpoint`, `error`,
-  `result` (JSON); `cancelRequested`; `attempt:{n}` (JSON record of attempt n);
+  current attempt), `attemptToken` (random, drawn by the worker that claimed it: with the
+  attempt number, the fencing token every write of the attempt must show), `lostAttempts`
+  (attempts whose worker was lost), `worker`, `workdir`; `progress`, `metrics`, `checkpoint`,
+  `error`, `result` (JSON); `cancelRequested`; `attempt:{n}` (JSON record of attempt n);
   `model:{name}` (version registered by this job).
 - `job:{id}:logs` (stream): log lines (`level`, `message`, `attempt`, `source`), capped at
   `VLARENA_LOG_MAX_ENTRIES`.
@@ -27,6 +29,13 @@ Scheduling
 - `jobs:sequence` (string): the counter that numbers submissions (`sequence` in `job:{id}`).
 - `delayed` (sorted set): failed jobs waiting out their retry backoff, score = when they may run.
 - `leases` (sorted set): running jobs, score = when their lease lapses (ms, Redis clock).
+- `claim:{token}` (string, expires after a lease): the job and attempt a claim with this token
+  took, so that a claim sent again after its reply was lost takes nothing more.
+- `reaper:lastPass` (string): when a reaper last passed (ms, Redis clock). A longer gap than
+  usual means no worker could reach Redis (an outage, a stall, a restart): the next pass
+  restarts every lease instead of reaping them, so an outage costs no attempt.
+- `cluster:cleanup` (sorted set): multi-node jobs whose lost attempts may have left Kubernetes
+  Jobs behind, score = the last such attempt; a Kubernetes worker's reaper deletes their Jobs.
 - `workers`, `workers:queue:{queue}` (sorted sets): worker ids, score = last heartbeat (ms).
 - `worker:{id}` (hash, expires): a worker's host, pid, queues, start time and current job.
 
@@ -36,6 +45,11 @@ Model registry
 - `model:{name}:versions` (hash): version number → JSON record (status, source job, metrics,
   path).
 - `model:{name}:aliases` (hash): alias (`production`, `candidate`, any name) → version number.
+- `model:{name}:owner` (hash): `key`, `team` ('' for none), `createdAt`: who owns the name
+  (`vlarena.jobs.ownership`): the key of the job that registered its first version. A model
+  without one was registered before owners were recorded: the admins'.
+- `caller:{key}` (hash): `team`, `admin` ('1' or '0'): an API key as it was when it last
+  submitted a job, read when its jobs register versions.
 - `registry:events` (stream): versions registered and aliases set or removed, for the Triton
   sync sidecar to follow.
 
@@ -65,6 +79,9 @@ KEY_TEMPLATES: dict[str, str] = {
     "sequence": "jobs:sequence",
     "delayed": "delayed",
     "leases": "leases",
+    "claim": "claim:{token}",
+    "reaper_pass": "reaper:lastPass",
+    "cluster_cleanup": "cluster:cleanup",
     "submission": "submission:{owner}:{submission_id}",
     "workers": "workers",
     "workers_queue": "workers:queue:{queue}",
@@ -73,6 +90,8 @@ KEY_TEMPLATES: dict[str, str] = {
     "model": "model:{name}",
     "model_versions": "model:{name}:versions",
     "model_aliases": "model:{name}:aliases",
+    "model_owner": "model:{name}:owner",
+    "caller": "caller:{key}",
     "registry_events": "registry:events",
     "limit_requests": "limits:requests:{key}",
     "limit_active_jobs": "limits:active-jobs:{key}",
@@ -127,6 +146,12 @@ class RedisKeys:
     def leases(self) -> str:
         return self._key("leases")
 
+    def reaper_pass(self) -> str:
+        return self._key("reaper_pass")
+
+    def cluster_cleanup(self) -> str:
+        return self._key("cluster_cleanup")
+
     def submission(self, owner: str, submission_id: str) -> str:
         return self._key("submission", owner=owner, submission_id=submission_id)
 
@@ -150,6 +175,12 @@ class RedisKeys:
 
     def model_aliases(self, name: str) -> str:
         return self._key("model_aliases", name=name)
+
+    def model_owner(self, name: str) -> str:
+        return self._key("model_owner", name=name)
+
+    def caller(self, key_name: str) -> str:
+        return self._key("caller", key=key_name)
 
     def registry_events(self) -> str:
         return self._key("registry_events")

@@ -5,6 +5,10 @@ transitions of `vlarena.jobs.states`, and helpers to move a job between states a
 events. Scripts read the clock with `TIME`, so leases and deadlines follow Redis's clock, not
 the workers'. Arguments common to all scripts: ARGV[1] the key prefix, ARGV[2] the stream cap.
 Redis does not roll back a script that errors, so every check comes before the first write.
+A script whose reply was lost (a timeout, a dropped connection) may be sent again: those that
+move a job (create with a submission key, claim, renew, finish, cancel, reap) then change
+nothing more and answer as the first time did. Every write of an attempt shows its fencing
+token, the attempt number and the random token its worker drew when it claimed it.
 The retention of finished jobs is written into each script's source (`RETENTION_MS`).
 """
 
@@ -15,6 +19,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from vlarena.jobs.keys import lua_key_functions
+from vlarena.jobs.ownership import MODEL_ACCESS
 from vlarena.jobs.spec import JobType
 from vlarena.jobs.states import TERMINAL_STATES, TRANSITIONS
 
@@ -39,7 +44,7 @@ local P = ARGV[1]
 local MAXLEN = ARGV[2]
 {lua_key_functions()}
 {_transition_table()}
-
+{MODEL_ACCESS}
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -159,6 +164,29 @@ local function deadline_passed(id, now)
   local deadline = redis.call('HGET', k_job(id), 'deadlineAt')
   return deadline and deadline ~= '' and now >= tonumber(deadline)
 end
+
+-- Whether attempt `attempt` holding `token` is the job's current attempt: the attempt number
+-- alone could be handed out twice by a Redis that lost its last writes (an AOF rollback), the
+-- random token drawn by the claiming worker cannot.
+local function holds(id, attempt, token)
+  local current, current_token = unpack(redis.call('HMGET', k_job(id), 'attempt', 'attemptToken'))
+  return current == attempt and (current_token or '') == token
+end
+
+-- The wait before retry number `retries` + 1: the base doubled per retry already made, capped.
+local function backoff(retries, base_ms, cap_ms)
+  return math.min(base_ms * 2 ^ retries, cap_ms)
+end
+
+-- Puts a job that waits for a retry back in its queue now, or after `delay` ms; returns the
+-- queue to wake a worker for ('' when delayed).
+local function requeue(id, now, delay)
+  if delay > 0 then
+    redis.call('ZADD', k_delayed(), now + delay, id)
+    return ''
+  end
+  return enqueue(id)
+end
 """
 
 # ARGV: prefix, maxlen, id, submission key ('' for none), fields JSON, priority, queue,
@@ -196,12 +224,15 @@ end
 return {1, id}
 """
 
-# ARGV: prefix, maxlen, queue, worker id, lease ms.
+# ARGV: prefix, maxlen, queue, worker id, lease ms, attempt token.
 # Returns {id, attempt} of the job now RUNNING under a fresh lease, or false.
 CLAIM = """
 local queue = ARGV[3]
 local worker = ARGV[4]
 local lease_ms = tonumber(ARGV[5])
+local token = ARGV[6]
+local taken = redis.call('GET', k_claim(token))
+if taken then return cjson.decode(taken) end
 local now = now_ms()
 while true do
   local popped = redis.call('ZPOPMIN', k_queue(queue))
@@ -220,7 +251,8 @@ while true do
       local resumed_from = 0
       local checkpoint = redis.call('HGET', jk, 'checkpoint')
       if checkpoint then resumed_from = cjson.decode(checkpoint)['samplesSeen'] or 0 end
-      redis.call('HSET', jk, 'worker', worker, 'attempt:' .. attempt, cjson.encode({
+      redis.call('HSET', jk, 'worker', worker, 'attemptToken', token,
+        'attempt:' .. attempt, cjson.encode({
         number = attempt, worker = worker, startedAt = now, outcome = 'running',
         resumedFromSamples = resumed_from}))
       if not redis.call('HGET', jk, 'startedAt') then
@@ -236,36 +268,39 @@ while true do
         message = message .. ', resuming from the checkpoint at ' .. resumed_from .. ' samples'
       end
       emit(id, 'info', 'Started', message, attempt)
+      redis.call('SET', k_claim(token), cjson.encode({id, attempt}), 'PX', lease_ms)
       return {id, attempt}
     end
   end
 end
 """
 
-# ARGV: prefix, maxlen, id, attempt, lease ms.
+# ARGV: prefix, maxlen, id, attempt, attempt token, lease ms.
 # Returns the job's state (RUNNING or CANCELLING), 'DEADLINE', or 'FENCED' when this attempt
 # no longer owns the job.
 RENEW = """
 local id = ARGV[3]
 local jk = k_job(id)
-local attempt, state = unpack(redis.call('HMGET', jk, 'attempt', 'state'))
-if attempt ~= ARGV[4] or (state ~= 'RUNNING' and state ~= 'CANCELLING') then
+local state = redis.call('HGET', jk, 'state')
+if not holds(id, ARGV[4], ARGV[5]) or (state ~= 'RUNNING' and state ~= 'CANCELLING') then
   return 'FENCED'
 end
 local now = now_ms()
-redis.call('ZADD', k_leases(), now + tonumber(ARGV[5]), id)
+redis.call('ZADD', k_leases(), now + tonumber(ARGV[6]), id)
 if deadline_passed(id, now) then return 'DEADLINE' end
 return state
 """
 
-# ARGV: prefix, maxlen, id, attempt, payload JSON {set = {field = string}, logs = {{level,
-# message}}, events = {{level, reason, message}}}. Returns 1, or 0 when fenced off.
+# ARGV: prefix, maxlen, id, attempt, attempt token, payload JSON {set = {field = string}, logs =
+# {{level, message}}, events = {{level, reason, message}}}. Returns 1, or 0 when fenced off.
 WRITE = """
 local id = ARGV[3]
 local jk = k_job(id)
 local attempt, state = unpack(redis.call('HMGET', jk, 'attempt', 'state'))
-if attempt ~= ARGV[4] or (state ~= 'RUNNING' and state ~= 'CANCELLING') then return 0 end
-local payload = cjson.decode(ARGV[5])
+if not holds(id, ARGV[4], ARGV[5]) or (state ~= 'RUNNING' and state ~= 'CANCELLING') then
+  return 0
+end
+local payload = cjson.decode(ARGV[6])
 local now = now_ms()
 if payload['set'] then
   for name, value in pairs(payload['set']) do redis.call('HSET', jk, name, value) end
@@ -283,19 +318,27 @@ end
 return 1
 """
 
-# ARGV: prefix, maxlen, id, attempt, outcome, payload JSON, retry backoff base ms, cap ms.
-# outcome: succeeded | failed | rejected (bad input, never retried) | cancelled | preempted |
-# deadline. payload: {message, result,
-# metrics, models = {{name, family, status, record = JSON object of the version}}}. Returns {new state, queue to wake
-# or '', delay ms}, or {'FENCED', '', 0}.
+# ARGV: prefix, maxlen, id, attempt, attempt token, outcome, payload JSON, retry backoff base
+# ms, cap ms. outcome: succeeded | failed (retried after a backoff) | rejected (bad input) |
+# deterministic (another attempt would fail the same way) | cancelled | preempted | deadline.
+# payload: {message, code (the error's code, for failed, rejected and deterministic), result,
+# metrics, models = {{name, family, status, record = JSON object of the version}}}.
+# Returns {new state, queue to wake or '', delay ms}, or {'FENCED', '', 0}. Sent again after
+# its reply was lost, it answers as it did the first time and changes nothing.
 FINISH = """
 local id = ARGV[3]
 local jk = k_job(id)
-local outcome = ARGV[5]
-local payload = cjson.decode(ARGV[6])
+local outcome = ARGV[6]
+local payload = cjson.decode(ARGV[7])
 local attempt, state, retries, max_retries = unpack(redis.call(
   'HMGET', jk, 'attempt', 'state', 'retries', 'maxRetries'))
-if attempt ~= ARGV[4] or (state ~= 'RUNNING' and state ~= 'CANCELLING') then
+if not holds(id, ARGV[4], ARGV[5]) then return {'FENCED', '', 0} end
+if state ~= 'RUNNING' and state ~= 'CANCELLING' then
+  -- Ended already: by this very call, whose reply was lost (answer as then), or by the reaper
+  -- (outcome 'lost': this attempt is fenced off).
+  local record = redis.call('HGET', jk, 'attempt:' .. attempt)
+  local ended = record and cjson.decode(record)['outcome']
+  if ended and ended ~= 'running' and ended ~= 'lost' then return {state, '', 0} end
   return {'FENCED', '', 0}
 end
 local now = now_ms()
@@ -306,23 +349,34 @@ if outcome == 'succeeded' then
   end_attempt(id, attempt, now, 'succeeded', '')
   redis.call('HSET', jk, 'result', payload['result'], 'metrics', payload['metrics'])
   redis.call('HDEL', jk, 'error')
+  -- A name belongs to its owner (vlarena.jobs.ownership): checked again here, since a job's
+  -- names are not all known when it is submitted.
+  local owner = redis.call('HGET', jk, 'owner') or ''
+  local team, admin = unpack(redis.call('HMGET', k_caller(owner), 'team', 'admin'))
   for _, m in ipairs(payload['models'] or {}) do
-    local mk = k_model(m['name'])
-    local version = redis.call('HINCRBY', mk, 'latestVersion', 1)
-    redis.call('HSETNX', mk, 'createdAt', now)
-    redis.call('HSET', mk, 'name', m['name'], 'family', m['family'], 'updatedAt', now)
-    redis.call('ZADD', k_models(), 0, m['name'])
-    -- m['record'] is a JSON object built in Python; splicing the fields known only here into
-    -- it keeps its numbers exactly as written (a cjson round trip would round them).
-    local record = '{"version":' .. version .. ',"createdAt":' .. now .. ',"sourceJob":' ..
-      cjson.encode(id) .. ',' .. string.sub(m['record'], 2)
-    redis.call('HSET', k_model_versions(m['name']), version, record)
-    redis.call('XADD', k_registry_events(), 'MAXLEN', '~', MAXLEN, '*',
-      'event', 'VersionRegistered', 'model', m['name'], 'version', version,
-      'status', m['status'])
-    redis.call('HSET', jk, 'model:' .. m['name'], version)
-    emit(id, 'info', 'ModelRegistered', 'registered model ' .. m['name'] .. ' version ' ..
-      version .. ' (' .. m['status'] .. ')', attempt)
+    local access = model_access(m['name'], owner, team or '', admin == '1')
+    if access == 'new' then own_model(m['name'], owner, team or '', now) end
+    if access == 'ok' or access == 'new' then
+      local mk = k_model(m['name'])
+      local version = redis.call('HINCRBY', mk, 'latestVersion', 1)
+      redis.call('HSETNX', mk, 'createdAt', now)
+      redis.call('HSET', mk, 'name', m['name'], 'family', m['family'], 'updatedAt', now)
+      redis.call('ZADD', k_models(), 0, m['name'])
+      -- m['record'] is a JSON object built in Python; splicing the fields known only here into
+      -- it keeps its numbers exactly as written (a cjson round trip would round them).
+      local record = '{"version":' .. version .. ',"createdAt":' .. now .. ',"sourceJob":' ..
+        cjson.encode(id) .. ',' .. string.sub(m['record'], 2)
+      redis.call('HSET', k_model_versions(m['name']), version, record)
+      redis.call('XADD', k_registry_events(), 'MAXLEN', '~', MAXLEN, '*',
+        'event', 'VersionRegistered', 'model', m['name'], 'version', version,
+        'status', m['status'])
+      redis.call('HSET', jk, 'model:' .. m['name'], version)
+      emit(id, 'info', 'ModelRegistered', 'registered model ' .. m['name'] .. ' version ' ..
+        version .. ' (' .. m['status'] .. ')', attempt)
+    else
+      emit(id, 'warning', 'ModelNotRegistered', 'model ' .. m['name'] .. ' belongs to ' ..
+        access .. ', not to key ' .. owner .. ': no version registered', attempt)
+    end
   end
   emit(id, 'info', 'Succeeded', 'job succeeded', attempt)
   return {'SUCCEEDED', '', 0}
@@ -351,28 +405,27 @@ if outcome == 'preempted' then
   return {'RETRYING', queue, 0}
 end
 
-if outcome == 'rejected' then
+local code = payload['code']
+if outcome == 'rejected' or outcome == 'deterministic' then
+  code = code or 'InvalidInput'
+  local why = 'on its input'
+  if outcome == 'deterministic' then why = 'in a way another attempt would repeat' end
   move(id, state, 'FAILED', now)
   end_attempt(id, attempt, now, 'failed', message)
-  set_error(id, 'InvalidInput', message)
-  emit(id, 'error', 'InvalidInput', 'job failed on its input, not retried: ' .. message, attempt)
+  set_error(id, code, message)
+  emit(id, 'error', code, 'job failed ' .. why .. ', not retried: ' .. message, attempt)
   return {'FAILED', '', 0}
 end
 
--- failed
+-- failed: a lost resource, a crash, a stalled runner. Retried after a backoff.
 retries = tonumber(retries)
 if retries < tonumber(max_retries) then
-  local delay = math.min(tonumber(ARGV[7]) * 2 ^ retries, tonumber(ARGV[8]))
+  local delay = backoff(retries, tonumber(ARGV[8]), tonumber(ARGV[9]))
   move(id, state, 'RETRYING', now)
   end_attempt(id, attempt, now, 'failed', message)
   redis.call('HSET', jk, 'retries', retries + 1)
-  set_error(id, 'AttemptFailed', message)
-  local queue = ''
-  if delay > 0 then
-    redis.call('ZADD', k_delayed(), now + delay, id)
-  else
-    queue = enqueue(id)
-  end
+  set_error(id, code or 'AttemptFailed', message)
+  local queue = requeue(id, now, delay)
   emit(id, 'warning', 'Retrying', 'attempt ' .. attempt .. ' failed: ' .. message ..
     '; retry ' .. (retries + 1) .. ' of ' .. max_retries .. ' in ' ..
     string.format('%.1f', delay / 1000) .. ' s', attempt)
@@ -380,7 +433,7 @@ if retries < tonumber(max_retries) then
 end
 move(id, state, 'FAILED', now)
 end_attempt(id, attempt, now, 'failed', message)
-set_error(id, 'JobFailed', message)
+set_error(id, code or 'JobFailed', message)
 emit(id, 'error', 'Failed', 'job failed: ' .. message, attempt)
 return {'FAILED', '', 0}
 """
@@ -406,37 +459,75 @@ end
 return redis.call('HGET', jk, 'state')
 """
 
-# ARGV: prefix, maxlen, batch size, worker ttl ms, queue names...
-# Requeues jobs whose lease lapsed, releases failed jobs whose backoff is over, forgets dead
-# workers and expired jobs. Returns the queues that got jobs (one entry per job) to wake workers for.
+# ARGV: prefix, maxlen, batch size, worker ttl ms, lease ms, outage gap ms, retry backoff base
+# ms, backoff cap ms, poison job limit (0: none), queue names...
+# Requeues (after a backoff) jobs whose lease lapsed, releases failed jobs whose backoff is
+# over, forgets dead workers and expired jobs; after an outage, restarts every lease instead.
+# Returns the queues that got jobs (one entry per job) to wake workers for.
 REAP = """
 local batch = tonumber(ARGV[3])
 local worker_ttl = tonumber(ARGV[4])
+local lease_ms = tonumber(ARGV[5])
+local outage_ms = tonumber(ARGV[6])
+local base_ms, cap_ms = tonumber(ARGV[7]), tonumber(ARGV[8])
+local poison_limit = tonumber(ARGV[9])
 local now = now_ms()
 local woken = {}
+local last_pass = tonumber(redis.call('GET', k_reaper_pass()))
+redis.call('SET', k_reaper_pass(), now)
+if last_pass and now - last_pass > outage_ms then
+  -- No reaper reached Redis for longer than ever happens while it and the workers are up: an
+  -- outage (Redis stopped, stalled, restarted, or out of every worker's reach). No worker could
+  -- renew a lease through it either, so none counts as lost: every lease restarts now, and an
+  -- attempt whose worker did die in the outage is reaped one lease later.
+  local gap = string.format('%.1f', (now - last_pass) / 1000)
+  local leases = redis.call('ZRANGEBYSCORE', k_leases(), '-inf', now + lease_ms, 'WITHSCORES')
+  for i = 1, #leases, 2 do
+    local id = leases[i]
+    redis.call('ZADD', k_leases(), now + lease_ms, id)
+    if tonumber(leases[i + 1]) <= now then
+      emit(id, 'warning', 'StoreOutage', 'no worker reached the job store for ' .. gap ..
+        ' s; the lease restarts, and the attempt goes on', redis.call('HGET', k_job(id), 'attempt'))
+    end
+  end
+  return woken
+end
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', k_leases(), '-inf', now, 'LIMIT', 0, batch)) do
   local jk = k_job(id)
-  local state, attempt, retries, max_retries, worker = unpack(redis.call(
-    'HMGET', jk, 'state', 'attempt', 'retries', 'maxRetries', 'worker'))
+  local state, attempt, retries, max_retries, worker, queue = unpack(redis.call(
+    'HMGET', jk, 'state', 'attempt', 'retries', 'maxRetries', 'worker', 'queue'))
   redis.call('ZREM', k_leases(), id)
   local lost = 'worker ' .. tostring(worker) .. ' stopped renewing the lease of attempt ' ..
     tostring(attempt)
+  if queue == 'cluster' and (state == 'RUNNING' or state == 'CANCELLING') then
+    -- The lost attempt's Kubernetes Job may still hold its nodes: a Kubernetes worker deletes it.
+    redis.call('ZADD', k_cluster_cleanup(), tonumber(attempt), id)
+  end
   if state == 'CANCELLING' then
     move(id, state, 'CANCELLED', now)
     end_attempt(id, attempt, now, 'lost', lost)
     emit(id, 'info', 'Cancelled', 'job cancelled (' .. lost .. ')', attempt)
   elseif state == 'RUNNING' then
     end_attempt(id, attempt, now, 'lost', lost)
+    local lost_attempts = redis.call('HINCRBY', jk, 'lostAttempts', 1)
     if deadline_passed(id, now) then
       move(id, state, 'FAILED', now)
       set_error(id, 'DeadlineExceeded', 'the job ran past its activeDeadlineSeconds')
       emit(id, 'warning', 'DeadlineExceeded', lost .. '; activeDeadlineSeconds passed', attempt)
+    elseif poison_limit > 0 and lost_attempts >= poison_limit then
+      local why = lost_attempts .. ' attempts lost their worker (the poison-job limit): the ' ..
+        'job itself may be what kills them (memory, a crash of the process); not retried'
+      move(id, state, 'FAILED', now)
+      set_error(id, 'PoisonJob', why)
+      emit(id, 'error', 'PoisonJob', lost .. '; ' .. why, attempt)
     elseif tonumber(retries) < tonumber(max_retries) then
+      local delay = backoff(tonumber(retries), base_ms, cap_ms)
       move(id, state, 'RETRYING', now)
       redis.call('HSET', jk, 'retries', tonumber(retries) + 1)
-      table.insert(woken, enqueue(id))
-      emit(id, 'warning', 'WorkerLost', lost .. '; requeued to resume from its last checkpoint',
-        attempt)
+      local queue_now = requeue(id, now, delay)
+      if queue_now ~= '' then table.insert(woken, queue_now) end
+      emit(id, 'warning', 'WorkerLost', lost .. '; requeued to resume from its last checkpoint' ..
+        ' in ' .. string.format('%.1f', delay / 1000) .. ' s', attempt)
     else
       move(id, state, 'FAILED', now)
       set_error(id, 'WorkerLost', lost .. ' and no retries are left')
@@ -455,11 +546,20 @@ for _, worker in ipairs(dead) do
   redis.call('ZREM', k_workers(), worker)
   redis.call('DEL', k_worker(worker))
 end
-for i = 5, #ARGV do
+for i = 10, #ARGV do
   redis.call('ZREMRANGEBYSCORE', k_workers_queue(ARGV[i]), '-inf', now - worker_ttl)
 end
 forget_expired(now, batch)
 return woken
+"""
+
+# ARGV: prefix, maxlen, job id, attempt. Forgets a job's Kubernetes clean-up once its Jobs up to
+# `attempt` are deleted, unless a later attempt was lost meanwhile. Returns 1 when forgotten.
+CLUSTER_CLEANED = """
+if redis.call('ZSCORE', k_cluster_cleanup(), ARGV[3]) == ARGV[4] then
+  return redis.call('ZREM', k_cluster_cleanup(), ARGV[3])
+end
+return 0
 """
 
 # ARGV: prefix, maxlen, batch size. Drops expired jobs from the indexes; returns how many.
@@ -536,6 +636,7 @@ SCRIPTS: dict[str, str] = {
     "set_alias": SET_ALIAS,
     "read_if_changed": READ_IF_CHANGED,
     "forget_expired": FORGET_EXPIRED,
+    "cluster_cleaned": CLUSTER_CLEANED,
 }
 
 

@@ -243,3 +243,8 @@ class RegisteredModel(RecordModel):
     aliases: dict[str, int] = Field(
         default_factory=dict, description="Alias → version, e.g. production → 3."
     )
+    owner: str | None = Field(
+        default=None,
+        description="Who may register versions and set aliases besides admins: `key:NAME` or "
+        "`team:NAME`; null for a model registered before owners were recorded (admins only).",
+    )

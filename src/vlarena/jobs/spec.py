@@ -271,7 +271,12 @@ class PlatformFields(SpecModel):
         description="Higher runs first; equal priorities run in submission order.",
     )
     max_retries: int = Field(
-        default=3, ge=0, le=20, description="Attempts after a failure or a lost worker."
+        default=3,
+        ge=0,
+        le=20,
+        description="Attempts after a failure or a lost worker. Attempts that lose their worker "
+        "also count against the platform's poison-job limit (VLARENA_POISON_JOB_LIMIT, 5 by "
+        "default): a job that reaches it ends FAILED with PoisonJob even with retries left.",
     )
     active_deadline_seconds: int | None = Field(
         default=None, gt=0, description="Fail the job this long after it first started."

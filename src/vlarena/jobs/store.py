@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
 
 from vlarena.jobs.keys import RedisKeys
 from vlarena.jobs.lua import LuaScripts
@@ -43,10 +45,12 @@ class SubmissionConflict(Exception):
 
 @dataclass(frozen=True)
 class Claim:
-    """A job a worker now runs, under attempt number `attempt`."""
+    """A job a worker now runs, under attempt number `attempt` and the random `token` it drew:
+    together, the fencing token each of the attempt's writes shows."""
 
     job_id: str
     attempt: int
+    token: str = ""
 
 
 @dataclass(frozen=True)
@@ -103,6 +107,9 @@ class JobStore:
         self.worker_ttl_ms = int(3000 * settings.heartbeat_seconds)
         self.lease_ms = int(1000 * settings.lease_seconds)
         self.backoff_ms = int(1000 * settings.retry_backoff_seconds)
+        self.poison_job_limit = settings.poison_job_limit
+        # A gap between reaper passes longer than this is an outage (see the `reap` script).
+        self.outage_ms = max(self.lease_ms // 2, int(3000 * settings.reaper_interval_seconds))
 
     async def ping(self) -> bool:
         return bool(await self.redis.ping())
@@ -208,12 +215,13 @@ class JobStore:
 
     async def claim(self, queue: str, worker_id: str) -> Claim | None:
         """Takes the first job of `queue` (highest priority, then oldest) under a new lease."""
-        claimed = await self.scripts("claim", queue, worker_id, self.lease_ms)
-        return Claim(claimed[0], int(claimed[1])) if claimed else None
+        token = secrets.token_hex(16)
+        claimed = await self.scripts("claim", queue, worker_id, self.lease_ms, token)
+        return Claim(claimed[0], int(claimed[1]), token) if claimed else None
 
     async def renew(self, claim: Claim) -> str:
         """Extends the lease; returns RUNNING, CANCELLING, DEADLINE or FENCED."""
-        return await self.scripts("renew", claim.job_id, claim.attempt, self.lease_ms)
+        return await self.scripts("renew", claim.job_id, claim.attempt, claim.token, self.lease_ms)
 
     async def write(
         self,
@@ -231,7 +239,11 @@ class JobStore:
             payload["logs"] = logs
         if events:
             payload["events"] = events
-        return bool(await self.scripts("write", claim.job_id, claim.attempt, json.dumps(payload)))
+        return bool(
+            await self.scripts(
+                "write", claim.job_id, claim.attempt, claim.token, json.dumps(payload)
+            )
+        )
 
     async def finish(
         self,
@@ -243,9 +255,16 @@ class JobStore:
         metrics: dict[str, Any] | None = None,
         samples_seen: int | None = None,
         models: list[RegisteredVersion] | None = None,
+        code: str | None = None,
     ) -> Finish:
-        """Ends an attempt: succeeded, failed, cancelled, preempted or deadline."""
+        """Ends an attempt: succeeded, failed, rejected, deterministic, cancelled, preempted or
+        deadline; `code` names the error of a failed one (the job's `error.code`).
+
+        Safe to send again when its reply was lost: a finish that landed answers the same.
+        """
         payload: dict[str, Any] = {"message": message}
+        if code:
+            payload["code"] = code
         if outcome == "succeeded":
             final = {"values": metrics or {}, "final": True, "samplesSeen": samples_seen}
             payload["result"] = json.dumps(result or {})
@@ -258,6 +277,7 @@ class JobStore:
             "finish",
             claim.job_id,
             claim.attempt,
+            claim.token,
             outcome,
             json.dumps(payload),
             self.backoff_ms,
@@ -266,11 +286,36 @@ class JobStore:
         return Finish(state, queue or None, float(delay) / 1000)
 
     async def reap(self, batch: int = 100) -> list[str]:
-        """Requeues jobs whose lease lapsed and failed jobs whose backoff is over.
+        """Requeues, after a backoff, jobs whose lease lapsed (failing those lost too often:
+        the poison-job limit), and failed jobs whose backoff is over; after an outage of Redis,
+        restarts every lease instead.
 
         Returns one queue name per job that became runnable, to wake a worker for each.
         """
-        return await self.scripts("reap", batch, self.worker_ttl_ms, *QUEUES)
+        return await self.scripts(
+            "reap",
+            batch,
+            self.worker_ttl_ms,
+            self.lease_ms,
+            self.outage_ms,
+            self.backoff_ms,
+            int(1000 * RETRY_BACKOFF_CAP_SECONDS),
+            self.poison_job_limit,
+            *QUEUES,
+        )
+
+    async def cluster_cleanups(self, batch: int = 100) -> list[tuple[str, int]]:
+        """Multi-node jobs whose lost attempts may have left Kubernetes Jobs running, each with
+        the last such attempt: (job id, attempt)."""
+        entries = cast(
+            list[tuple[str, float]],
+            await self.redis.zrange(self.keys.cluster_cleanup(), 0, batch - 1, withscores=True),
+        )
+        return [(job_id, int(attempt)) for job_id, attempt in entries]
+
+    async def cluster_cleaned(self, job_id: str, attempt: int) -> None:
+        """Records that the Kubernetes Jobs of `job_id`'s attempts up to `attempt` are gone."""
+        await self.scripts("cluster_cleaned", job_id, attempt)
 
     async def waiting(self, queue: str) -> int:
         """Jobs waiting in `queue` (not counting those in retry backoff)."""
@@ -310,16 +355,28 @@ class JobStore:
 def connect(settings: Settings, *, max_connections: int | None = None) -> Redis:
     """An asyncio Redis client for `settings.redis_url`, decoding replies to str.
 
-    With `max_connections`, the client opens no more connections than that: a command waits
-    (up to 5 s, then ConnectionError) for one to be free.
+    A command that gets no answer within `redis_timeout_seconds` is sent once more, then raises
+    TimeoutError: a stalled Redis is an error the caller handles, not a hang. With
+    `max_connections`, the client opens no more connections than that: a command waits (up to
+    5 s, then ConnectionError) for one to be free.
     """
+    timeouts: dict[str, Any] = {
+        "socket_timeout": settings.redis_timeout_seconds,
+        "socket_connect_timeout": settings.redis_timeout_seconds,
+        # One quiet retry (a pooled connection that a Redis restart closed); past it the caller
+        # decides. The scripts that move a job are safe to send twice (`vlarena.jobs.lua`).
+        "retry": Retry(ExponentialBackoff(cap=1.0, base=0.1), 1),
+    }
     if max_connections is None:
-        return Redis.from_url(settings.redis_url, decode_responses=True, health_check_interval=30)
+        return Redis.from_url(
+            settings.redis_url, decode_responses=True, health_check_interval=30, **timeouts
+        )
     pool = BlockingConnectionPool.from_url(
         settings.redis_url,
         max_connections=max_connections,
         timeout=5,
         decode_responses=True,
         health_check_interval=30,
+        **timeouts,
     )
     return Redis.from_pool(pool)

@@ -21,6 +21,21 @@ StreamKind = Literal["logs", "events"]
 _StreamEntries = list[tuple[str, dict[str, str]]]
 
 
+# The largest part of a stream entry id (`<ms>-<seq>`, two unsigned 64-bit numbers).
+MAX_ENTRY_ID_PART = 2**64 - 1
+
+
+def checked_entry_id(entry_id: str | None) -> str | None:
+    """An entry id a reader resumes after (`<ms>-<seq>` digits), refused (ValueError) where
+    Redis would refuse it: a part past 2^64 - 1, or the largest id, after which nothing is."""
+    if entry_id is None:
+        return None
+    parts = [int(p) for p in entry_id.split("-")]
+    if max(parts) > MAX_ENTRY_ID_PART or min(parts) == MAX_ENTRY_ID_PART:
+        raise ValueError(f"not a stream entry id Redis can read after: {entry_id[:48]}")
+    return entry_id
+
+
 class _CommonFields(TypedDict):
     id: str
     time: datetime

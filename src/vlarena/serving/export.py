@@ -9,6 +9,7 @@ import json
 import logging
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,13 +21,15 @@ from vlarena.data.images import load_images
 from vlarena.data.locations import cache_dir
 from vlarena.data.manifest import Dataset
 from vlarena.data.tokenizer import WordPieceTokenizer
+from vlarena.errors import UserInputError
 from vlarena.evaluation.evaluate import EvalConfig, evaluate_model
 from vlarena.events import LogEvent, OnEvent, ProgressEvent, ignore
+from vlarena.files import atomic_directory
 from vlarena.models.base import VLModel
 from vlarena.models.token_vlm import TokenVLM
 from vlarena.models.vl_jepa import VLJEPA
 from vlarena.serving import graphs
-from vlarena.serving.manifest import TOKENIZER_FILE, PartSpec, ServingManifest
+from vlarena.serving.manifest import MANIFEST_FILE, TOKENIZER_FILE, PartSpec, ServingManifest
 from vlarena.serving.pipelines import OnnxRunner, ServedModel
 from vlarena.serving.quantize import (
     WeightRange,
@@ -219,41 +222,26 @@ def precision_accuracy(
 
 
 # --- export --------------------------------------------------------------------------------------
-def export_model(
+def _write_export(
     model: VLModel,
-    out_dir: Path,
-    *,
+    out: Path,
     calibration_images: np.ndarray,
     test: Dataset,
-    accuracy_images: int = ACCURACY_IMAGES,
-    int8_weights: WeightRange | None = None,
-    on_event: OnEvent = ignore,
+    accuracy_images: int,
+    int8_weights: WeightRange,
+    step: Callable[[int], None],
 ) -> ServingManifest:
-    """Writes every graph of `model`, the vision encoder's FP16/INT8 variants and
-    `serving.json` (with parity and accuracy) into `out_dir`. `int8_weights` defaults to the
-    `int8_weights` setting."""
-    if int8_weights is None:
-        from vlarena.serving.config import get_serving_settings
-
-        int8_weights = weight_range(get_serving_settings().int8_weights)
-    started = time.perf_counter()
-    model = model.eval()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    steps = 4  # graphs, reduced-precision variants, parity, accuracy
-
-    def step(done: int) -> None:
-        on_event(ProgressEvent("export", done, steps, "steps"))
-
-    paths = _export_parts(model, out_dir)
+    """Writes the export into `out` (an empty directory), reporting each of its steps."""
+    paths = _export_parts(model, out)
     step(1)
     # The text side's tokenizer travels with the graphs: the gateway has no model packages.
-    shutil.copyfile(WordPieceTokenizer.minilm().path, out_dir / TOKENIZER_FILE)
+    shutil.copyfile(WordPieceTokenizer.minilm().path, out / TOKENIZER_FILE)
     variants: dict[str, str] = {}
     recipes = {p: recipe(p, int8_weights) for p in ("fp16", "int8")}
     vision = paths["vision"]
     calibration = {"images": calibration_images.astype(np.float32)}
     for precision in ("fp16", "int8"):
-        made = out_dir / f"vision.{precision}.onnx"
+        made = out / f"vision.{precision}.onnx"
         calib = calibration if precision == "int8" else None
         if model.x_encoder.frozen:  # every model over this encoder shares it: made once
             cache = cache_dir() / "encoders" / "variants"
@@ -280,20 +268,64 @@ def export_model(
         parts=parts,
         vocabulary=list(model.vocab.wordpiece_ids),
         text=_text_limits(model),
-        directory=out_dir,
+        directory=out,
     )
     size = model.x_encoder.image_size
     parity_images = load_images([r.image for r in test.records[:PARITY_IMAGES]], size)
     manifest.parity = check_parity(model, manifest, parity_images, test)
-    manifest.parity["int8QdqOps"] = qdq_op_counts(out_dir / variants["int8"])
+    manifest.parity["int8QdqOps"] = qdq_op_counts(out / variants["int8"])
     if not manifest.parity["ok"]:
-        log.warning("%s: ONNX parity with PyTorch failed: %s", out_dir, manifest.parity)
+        log.warning("%s: ONNX parity with PyTorch failed: %s", out, manifest.parity)
     step(3)
     n = min(accuracy_images, len(test))
     if model.x_encoder.frozen and n:
         test_images = load_images([r.image for r in test.records[:n]], size)
         manifest.accuracy = precision_accuracy(model, manifest, test, test_images)
-    manifest.save(out_dir)
+    manifest.save(out)
+    return manifest
+
+
+def export_model(
+    model: VLModel,
+    out_dir: Path,
+    *,
+    calibration_images: np.ndarray,
+    test: Dataset,
+    accuracy_images: int = ACCURACY_IMAGES,
+    int8_weights: WeightRange | None = None,
+    on_event: OnEvent = ignore,
+) -> ServingManifest:
+    """Writes every graph of `model`, the vision encoder's FP16/INT8 variants and
+    `serving.json` (with parity and accuracy) into `out_dir`. `int8_weights` defaults to the
+    `int8_weights` setting.
+
+    The export is written into a temporary directory beside `out_dir` and replaces it whole
+    once complete: a replica copying an earlier export of the same run never reads a file
+    being written, and a failed export leaves the earlier one as it was. A directory that holds
+    anything but an export is refused, since it would be replaced."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not (out_dir / MANIFEST_FILE).is_file() and any(out_dir.iterdir()):
+        raise UserInputError(
+            f"{out_dir} holds files but no {MANIFEST_FILE}: an export replaces its directory "
+            "whole, so give a new directory or an earlier export's"
+        )
+    if int8_weights is None:
+        from vlarena.serving.config import get_serving_settings
+
+        int8_weights = weight_range(get_serving_settings().int8_weights)
+    started = time.perf_counter()
+    model = model.eval()
+    steps = 4  # graphs, reduced-precision variants, parity, accuracy
+
+    def step(done: int) -> None:
+        on_event(ProgressEvent("export", done, steps, "steps"))
+
+    step(0)
+    with atomic_directory(out_dir) as staging:
+        manifest = _write_export(
+            model, staging, calibration_images, test, accuracy_images, int8_weights, step
+        )
+    manifest.directory = out_dir
     step(4)
     deltas = {
         p: e["deltaPoints"]
@@ -302,7 +334,7 @@ def export_model(
     }
     on_event(
         LogEvent(
-            f"exported {len(parts)} ONNX graphs to {out_dir} in "
+            f"exported {len(manifest.parts)} ONNX graphs to {out_dir} in "
             f"{time.perf_counter() - started:.1f} s; parity "
             f"{'ok' if manifest.parity['ok'] else 'FAILED'}; accuracy deltas vs FP32 "
             f"(points): {json.dumps(deltas)}",

@@ -3,6 +3,7 @@ optimiser groups and schedule as the loop."""
 
 from __future__ import annotations
 
+import math
 import time
 
 import torch
@@ -10,9 +11,10 @@ import torch
 from vlarena.events import OnEvent, ProgressEvent, emit_log, ignore
 from vlarena.models.base import AuxiliaryStage
 from vlarena.nn.flops import count_flops
+from vlarena.training.loop import NonFiniteLoss
 from vlarena.training.optim import lr_factor, make_optimizer, set_lr
 
-PROGRESS_EVERY = 50  # steps between progress events
+PROGRESS_EVERY = 50  # steps between progress events (and checks of the loss)
 
 
 def train_auxiliary(
@@ -45,6 +47,12 @@ def train_auxiliary(
         torch.nn.utils.clip_grad_norm_(module.parameters(), stage.grad_clip)
         opt.step()
         if (step + 1) % PROGRESS_EVERY == 0 or step + 1 == stage.steps:
+            if not math.isfinite(float(loss)):
+                raise NonFiniteLoss(
+                    f"{stage.name}: the loss became {float(loss)} by step {step + 1} "
+                    f"({(step + 1) * stage.batch_size} samples seen); another attempt would "
+                    "diverge the same way"
+                )
             elapsed = time.perf_counter() - started
             on_event(
                 ProgressEvent(

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
+from vlarena.errors import DeterministicFailure, StopRequested
 from vlarena.events import ArtifactEvent, MetricEvent, OnEvent, ProgressEvent, emit_log, ignore
 from vlarena.files import atomic_path
 from vlarena.models.base import VLModel
@@ -23,9 +24,19 @@ from vlarena.training.distributed import DistContext
 from vlarena.training.examples import ExampleSource, gather_visual
 from vlarena.training.optim import lr_factor, make_optimizer, set_lr
 
+__all__ = ["BestState", "NonFiniteLoss", "StopRequested", "TrainConfig", "TrainResult", "Trainer"]
 
-class StopRequested(Exception):
-    """Training stopped at a step boundary on request, after writing a checkpoint."""
+# Keys every checkpoint holds; one without them is torn or not a checkpoint.
+CHECKPOINT_KEYS = ("step", "model", "optimizer", "rng", "curve", "train_seconds", "last_loss")
+
+
+class NonFiniteLoss(DeterministicFailure):
+    """The loss became NaN or infinite: the run diverged, and another attempt would too."""
+
+
+def previous_checkpoint(path: Path) -> Path:
+    """Where the checkpoint before the one at `path` is kept, as a fallback for a torn one."""
+    return path.with_name(f"{path.stem}.previous{path.suffix}")
 
 
 @dataclass
@@ -97,8 +108,9 @@ class TrainResult:
     best: BestState | None = None
 
 
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    with atomic_path(path) as tmp:
+def _save_checkpoint(obj: Any, path: Path) -> None:
+    """Writes a checkpoint atomically (fsynced), keeping the one it replaces beside it."""
+    with atomic_path(path, keep_previous=previous_checkpoint(path)) as tmp:
         torch.save(obj, tmp)
 
 
@@ -109,7 +121,9 @@ class Trainer:
     between steps (True: checkpoint and raise StopRequested); `evaluate` computes the metrics
     of an evaluation point, and `select` names the one of them (higher is better) whose best
     point's state the trainer keeps (`TrainResult.best`). With `checkpoint`, training saves
-    there, the best state included, and resumes from it.
+    there, the best state included, and resumes from it; the checkpoint before it is kept
+    beside it (`previous_checkpoint`), so a torn or unreadable latest one falls back to that.
+    A loss that becomes NaN or infinite raises NonFiniteLoss.
     """
 
     def __init__(
@@ -157,7 +171,7 @@ class Trainer:
     def save_checkpoint(self) -> None:
         if self.checkpoint_path is None or not self.dist.is_main:
             return
-        _atomic_torch_save(
+        _save_checkpoint(
             {
                 "step": self.step,
                 "samples_seen": self.samples_seen,
@@ -177,15 +191,17 @@ class Trainer:
             ArtifactEvent("checkpoint", str(self.checkpoint_path), self.step, self.samples_seen)
         )
 
-    def try_resume(self) -> bool:
-        path = self.checkpoint_path
-        if path is None or not path.exists():
-            return False
+    def _read_checkpoint(self, path: Path) -> dict[str, Any]:
         blob = torch.load(path, map_location=self.device, weights_only=True)
+        if not isinstance(blob, dict) or any(key not in blob for key in CHECKPOINT_KEYS):
+            raise ValueError("not a complete checkpoint")
+        return blob
+
+    def _restore(self, blob: dict[str, Any]) -> None:
         self.model.load_state_dict(blob["model"], strict=False)
         self.optimizer.load_state_dict(blob["optimizer"])
         torch.set_rng_state(blob["rng"])
-        if blob["cuda_rng"] is not None and torch.cuda.is_available():
+        if blob.get("cuda_rng") is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(blob["cuda_rng"])
         self.step = blob["step"]
         self.curve = blob["curve"]
@@ -196,11 +212,39 @@ class Trainer:
             self.best = BestState(
                 **{**best, "state": {k: v.cpu() for k, v in best["state"].items()}}
             )
-        emit_log(
-            self.on_event,
-            f"resumed from checkpoint at step {self.step} ({self.samples_seen} samples seen)",
-        )
-        return True
+
+    def try_resume(self) -> bool:
+        """Resumes from the latest checkpoint, or from the one before it when the latest cannot
+        be read (a write torn by a crash, a damaged disk); False when there is none to resume
+        from (training starts over, with a warning, when none there can be read)."""
+        if self.checkpoint_path is None:
+            return False
+        latest = self.checkpoint_path
+        found = [p for p in (latest, previous_checkpoint(latest)) if p.exists()]
+        for path in found:
+            try:
+                blob = self._read_checkpoint(path)
+            except Exception as err:
+                emit_log(
+                    self.on_event,
+                    f"checkpoint {path.name} cannot be read ({type(err).__name__}: {err})",
+                    "warning",
+                )
+                continue
+            self._restore(blob)
+            fallback = "" if path == latest else f" (the previous one, {path.name})"
+            emit_log(
+                self.on_event,
+                f"resumed from checkpoint at step {self.step} ({self.samples_seen} samples "
+                f"seen){fallback}",
+                "info" if path == latest else "warning",
+            )
+            return True
+        if found:
+            emit_log(
+                self.on_event, "no checkpoint could be read: training from the start", "warning"
+            )
+        return False
 
     # --- the loop --------------------------------------------------------------------------
     @property
@@ -295,7 +339,11 @@ class Trainer:
             rate = (self.samples_seen - before) / max(elapsed, 1e-9)
             ema_rate = rate if ema_rate is None else 0.9 * ema_rate + 0.1 * rate
             if not math.isfinite(self.last_loss):
-                raise FloatingPointError(f"loss became {self.last_loss} at step {self.step}")
+                raise NonFiniteLoss(
+                    f"the training loss became {self.last_loss} at step {self.step} "
+                    f"({self.samples_seen} samples seen): lower the learning rate or check the "
+                    "data; another attempt would diverge the same way"
+                )
             done = self.step == cfg.total_steps
             if self.dist.is_main and (self.step % cfg.log_every_steps == 0 or done):
                 remaining = cfg.total_samples - self.samples_seen

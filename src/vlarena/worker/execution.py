@@ -1,4 +1,36 @@
-"""One attempt of one job on this worker: its run directory, its lease, its events, its outcome."""
+"""One attempt of one job on this worker: its run directory, its lease, its events, its outcome.
+
+How an attempt ends, and what its job does next:
+- the runner returns: SUCCEEDED, unless a cancel or the deadline reached the attempt while it
+  ran (then CANCELLED, or FAILED DeadlineExceeded): a runner that never polls `should_stop`
+  (an evaluation) cannot turn a cancel into a success;
+- UserInputError (bad input) or DeterministicFailure (a non-finite loss, unreadable data):
+  FAILED at once, with the reason: another attempt would fail the same way;
+- anything else (an OSError, a lost connection, a crash in a library) and a stalled runner:
+  retried after an exponential backoff while maxRetries allows; so is a lost worker, by the
+  reaper, which fails a job whose attempts lost their worker `poison_job_limit` times
+  (PoisonJob);
+- the worker shuts down (SIGTERM): preempted, requeued at once without spending a retry.
+
+Redis outages. The lease thread renews the lease every second; while Redis does not answer, the
+attempt goes on, since nobody can reap it meanwhile and the reaper's first pass after an outage
+restarts every lease (`vlarena.jobs.lua`): an outage spends no retry, and Redis's answer once
+it is back (FENCED, or not) decides. The outcome is one `finish`, sent again with a backoff
+until Redis answers: it lands, or answers FENCED when the attempt provably lost the job (its
+lease lapsed and was reaped, or another claim holds it). A finish whose reply was lost answers
+the same when sent again.
+
+The watchdog (on the lease thread). An attempt that reports nothing (progress, logs, metrics,
+checkpoints) for `stall_timeout_seconds` is asked to stop (`should_stop`) and ends failed with
+error Stalled, retried. A runner that has not returned `stall_grace_seconds` after it was asked
+to stop (stalled, cancelled, past its deadline) is stuck where Python cannot interrupt it (a
+hung read, a deadlocked collective): the watchdog records the attempt's outcome itself and
+ends the worker process (`JobRuntime.abandon`), since a thread cannot be killed and this one
+would hold the worker's one job slot (and its GPU memory) forever. The worker's supervisor
+(its Deployment, compose's restart policy) starts a fresh process; the job, already requeued
+or ended, is safe either way. Multi-node attempts are not watched: their pods report through
+Kubernetes, and the launcher stops and deletes them on request.
+"""
 
 from __future__ import annotations
 
@@ -12,12 +44,16 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from vlarena.errors import UserInputError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import OutOfMemoryError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from vlarena.errors import DeterministicFailure, UserInputError
 from vlarena.events import Event, as_dict, describe, event_from_dict
 from vlarena.jobs.confinement import Confinement
 from vlarena.jobs.spec import is_multi_node, parse_job_spec
 from vlarena.jobs.states import TERMINAL_STATES
-from vlarena.jobs.store import Claim, JobStore, RegisteredVersion
+from vlarena.jobs.store import Claim, Finish, JobStore, RegisteredVersion
 from vlarena.rundirs import AttemptsDir
 from vlarena.settings import Settings
 from vlarena.worker import metrics
@@ -31,6 +67,16 @@ Runner = Callable[..., dict[str, Any]]
 PROGRESS_LOG_SECONDS = 5.0
 # How often a running job's lease is renewed and its cancel/deadline state read.
 LEASE_CHECK_SECONDS = 1.0
+# The backoff of an attempt's final write while Redis does not answer: first wait, longest wait.
+FINISH_RETRY_SECONDS = (0.2, 5.0)
+# Errors that say Redis did not answer (or could not take the write now), not that it refused.
+TRANSIENT_STORE_ERRORS = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    OutOfMemoryError,
+    TimeoutError,
+    OSError,
+)
 
 
 def _run_ml_core(
@@ -81,6 +127,26 @@ class JobProgress:
         self.runs = [(f, base_seed + k) for f in families for k in range(seeds)]
         self.samples_per_run = 0
         self.samples_seen = 0
+        # Samples each run had seen when it was evaluated: a resumed attempt whose training was
+        # already done reports no training progress, only these.
+        self.evaluated: dict[tuple[Any, Any], int] = {}
+
+    def carry_on_from(self, samples_seen: int | None, total_samples: int | None) -> None:
+        """Starts from an earlier attempt's progress: a resumed attempt counts on from there."""
+        self.samples_seen = samples_seen or 0
+        if total_samples:
+            self.samples_per_run = total_samples // max(len(self.runs), 1)
+
+    def note_evaluated(self, event: dict[str, Any]) -> None:
+        """Records the samples a run had seen at one of its metric events."""
+        if event.get("samplesSeen"):
+            self.evaluated[(event.get("family"), event.get("seed"))] = int(event["samplesSeen"])
+
+    @property
+    def total_seen(self) -> int:
+        """Samples of the whole job: from training progress, or from what its runs' metrics
+        say they had seen where that is more (a resumed attempt)."""
+        return max(self.samples_seen, sum(self.evaluated.values()))
 
     def overall_samples(self, event: dict[str, Any]) -> int:
         """Samples of the whole job at an event of one run."""
@@ -156,6 +222,10 @@ class JobRuntime(Protocol):
         """Sends a wake-up message so that some worker takes the next job of `queue`."""
         ...
 
+    def abandon(self, reason: str) -> None:
+        """Ends the worker process: a runner that will not return holds its thread for good."""
+        ...
+
 
 class JobExecution:
     """Runs one claimed attempt to its end and records the outcome, unless fenced off."""
@@ -172,12 +242,26 @@ class JobExecution:
         self.workdir = Path()
         # The state the attempt's end left the job in (None while running, or when fenced).
         self.job_state: str | None = None
+        settings = runtime.settings
+        # One store call: the client's timeout, its one retry, and a margin.
+        self._call_timeout = 2 * settings.redis_timeout_seconds + 1
+        self._last_report = time.monotonic()
+        self._stop_requested_at: float | None = None
+        # Kubernetes watches the pods of a multi-node attempt; the watchdog, the others.
+        self._watched = True
+        # Whoever ends the attempt first (its thread, or the watchdog) records its outcome.
+        self._outcome_lock = threading.Lock()
+        self._outcome_taken = False
+        # Set once the runner returned: the lease is then only kept until the outcome is written.
+        self._returned = False
 
     # Helpers running store calls on the runtime's loop.
 
     def _write(self, **kwargs: Any) -> None:
         try:
-            held = self.runtime.call(self.runtime.store.write(self.claim, **kwargs))
+            held = self.runtime.call(
+                self.runtime.store.write(self.claim, **kwargs), timeout=self._call_timeout
+            )
         except Exception:
             log.warning("could not record an event of %s", self.claim.job_id, exc_info=True)
             return
@@ -188,6 +272,7 @@ class JobExecution:
         if self.stop_reason is None:
             log.info("stopping %s: %s", self.claim.job_id, reason)
             self.stop_reason = reason
+            self._stop_requested_at = time.monotonic()
 
     def should_stop(self) -> bool:
         return self.stop_reason is not None or self.runtime.shutdown.is_set()
@@ -195,19 +280,35 @@ class JobExecution:
     # The lease.
 
     def _keep_lease(self) -> None:
-        lease_seconds = self.runtime.settings.lease_seconds
-        last_renewed = time.monotonic()
+        unreachable_since: float | None = None
         while not self._done.wait(
             min(LEASE_CHECK_SECONDS, self.runtime.settings.heartbeat_seconds)
         ):
+            if not self._returned and self._watch():
+                return
             try:
-                answer = self.runtime.call(self.runtime.store.renew(self.claim), timeout=5)
+                answer = self.runtime.call(
+                    self.runtime.store.renew(self.claim), timeout=self._call_timeout
+                )
             except Exception:
-                log.warning("lease renewal of %s failed", self.claim.job_id, exc_info=True)
-                if time.monotonic() - last_renewed > lease_seconds:
-                    self._stop("fenced")
+                if unreachable_since is None:
+                    unreachable_since = time.monotonic()
+                    log.warning(
+                        "lease renewal of %s failed; the attempt goes on, and Redis's answer "
+                        "once it is back decides",
+                        self.claim.job_id,
+                        exc_info=True,
+                    )
                 continue
-            last_renewed = time.monotonic()
+            if unreachable_since is not None:
+                log.info(
+                    "Redis answers again after %.1f s: %s",
+                    time.monotonic() - unreachable_since,
+                    answer,
+                )
+                unreachable_since = None
+            if self._returned:
+                continue
             if answer == "CANCELLING":
                 self._stop("cancel")
             elif answer == "DEADLINE":
@@ -215,11 +316,45 @@ class JobExecution:
             elif answer == "FENCED":
                 self._stop("fenced")
 
+    # The watchdog.
+
+    def _watch(self) -> bool:
+        """Stops a stalled attempt; abandons one that did not stop within the grace. Returns
+        True once the attempt is abandoned."""
+        settings = self.runtime.settings
+        now = time.monotonic()
+        if not self._watched:
+            return False
+        timeout = settings.stall_timeout_seconds
+        if timeout and now - self._last_report >= timeout:
+            self._stop("stalled")
+        asked = self._stop_requested_at
+        if asked is None or now - asked < settings.stall_grace_seconds:
+            return False
+        if not self._take_outcome():
+            return False
+        reason = (
+            f"the runner of attempt {self.claim.attempt} of {self.claim.job_id} did not stop "
+            f"within {settings.stall_grace_seconds:.0f} s of being asked ({self.stop_reason})"
+        )
+        log.error("%s: ending the worker process", reason)
+        if self.stop_reason != "fenced":
+            self._record_outcome(None, {})
+        self.runtime.abandon(reason)
+        return True
+
+    def _take_outcome(self) -> bool:
+        """Whether the caller is the first to end the attempt (and must record its outcome)."""
+        with self._outcome_lock:
+            taken, self._outcome_taken = self._outcome_taken, True
+        return not taken
+
     # Events from the ML core.
 
     def on_event(self, event: Event | dict[str, Any]) -> None:
         """Renders an event of the ML core (typed, or its wire shape from a pod's `run-job
         --events` and the launcher's cluster events) into the job's record, logs and events."""
+        self._last_report = time.monotonic()
         event = as_dict(event) if not isinstance(event, dict) else event
         kind = event.get("type")
         prefix = f"[{event['family']} seed {event['seed']}] " if "family" in event else ""
@@ -258,6 +393,8 @@ class JobExecution:
                 logs.append(("info", progress_line(progress)))
             self._write(fields={"progress": json.dumps(progress)}, logs=logs)
         elif kind == "metrics":
+            if self._progress is not None:
+                self._progress.note_evaluated(event)
             values = event.get("metrics") or {}
             record = {"samplesSeen": event.get("samplesSeen"), "values": values}
             shown = ", ".join(
@@ -311,13 +448,15 @@ class JobExecution:
         metrics.job_started(record, self.claim.attempt)
         job_dir = AttemptsDir.of_job(runtime.settings.artifact_dir, record.id)
         started = time.monotonic()
+        self._watched = not is_multi_node(spec)
+        self._last_report = started
         lease = threading.Thread(target=self._keep_lease, name="vlarena-lease", daemon=True)
         lease.start()
         metrics.BUSY.set(1)
         error: Exception | None = None
         result: dict[str, Any] = {}
         try:
-            self.workdir = job_dir.start(self.claim.attempt)
+            self.workdir = job_dir.start(self.claim.attempt, owner=self.claim.token)
             self._write(fields={"workdir": str(self.workdir)})
             families = (
                 _compare_families(spec)
@@ -325,6 +464,12 @@ class JobExecution:
                 else [spec.get("model", {}).get("family", "")]
             )
             self._progress = JobProgress(spec, families)
+            if record.progress is not None:  # an earlier attempt's
+                earlier = record.progress
+                self._progress.carry_on_from(earlier.samples_seen, earlier.total_samples)
+                self._last_progress = earlier.model_dump(
+                    mode="json", by_alias=True, exclude_none=True
+                )
             runner = functools.partial(
                 JOB_RUNNERS[record.type],
                 confinement=Confinement.from_settings(runtime.settings),
@@ -341,17 +486,24 @@ class JobExecution:
         except Exception as exc:
             error = exc
         finally:
+            self._returned = True
+            metrics.BUSY.set(0)
+        # The lease is kept until the outcome is recorded: the final write may wait out an
+        # outage of Redis, and the attempt must not look lost meanwhile.
+        try:
+            outcome = self._finish(record.type, error, result, job_dir)
+        finally:
             self._done.set()
             lease.join(timeout=10)
-            metrics.BUSY.set(0)
-        outcome = self._finish(record.type, error, result, job_dir)
         metrics.job_ended(record.type, outcome, self.job_state)
         metrics.ATTEMPT_DURATION.labels(record.type).observe(time.monotonic() - started)
 
     def _finish(
         self, job_type: str, error: Exception | None, result: dict[str, Any], job_dir: AttemptsDir
     ) -> str:
-        store = self.runtime.store
+        if not self._take_outcome():
+            # The watchdog gave up on the runner and recorded the attempt's end already.
+            return "abandoned" if self.job_state else "fenced"
         if self.stop_reason == "fenced":
             log.warning(
                 "attempt %d of %s lost its lease; its outcome is not recorded",
@@ -359,40 +511,84 @@ class JobExecution:
                 self.claim.job_id,
             )
             return "fenced"
-        if error is None:
-            models = [self._version(m) for m in result.get("models", [])]
-            finish = self.runtime.call(
-                store.finish(
-                    self.claim,
-                    "succeeded",
-                    result=result,
-                    metrics=result.get("metrics", {}),
-                    samples_seen=(self._progress.samples_seen or None) if self._progress else None,
-                    models=models,
-                )
-            )
-            self.job_state = finish.state
-            self._prune(finish.state, job_dir)
-            return "succeeded"
+        return self._record_outcome(error, result, job_dir)
+
+    def _outcome(self, error: Exception | None) -> tuple[str, str, str | None]:
+        """How the attempt ended: (outcome, message, error code) for `JobStore.finish`."""
         if self.stop_reason == "cancel":
-            outcome, message = "cancelled", ""
-        elif self.stop_reason == "deadline":
-            outcome, message = "deadline", ""
-        elif self.runtime.shutdown.is_set():
-            outcome, message = "preempted", ""
-        elif isinstance(error, UserInputError):
+            return "cancelled", "", None
+        if self.stop_reason == "deadline":
+            return "deadline", "", None
+        if self.stop_reason == "stalled":
+            seconds = self.runtime.settings.stall_timeout_seconds
+            message = f"Stalled: no progress, log or event for {seconds:.0f} s; stopped"
+            return "failed", message, "Stalled"
+        if error is None:
+            return "succeeded", "", None
+        if self.runtime.shutdown.is_set():
+            return "preempted", "", None
+        if isinstance(error, UserInputError):
             # What the user sent cannot work: another attempt would fail the same way.
-            outcome, message = "rejected", " ".join(str(error).split())
+            message = " ".join(str(error).split())
             log.warning("job %s failed on its input: %s", self.claim.job_id, message)
-        else:
-            outcome, message = "failed", f"{type(error).__name__}: {error}"
-            log.error("job %s failed", self.claim.job_id, exc_info=error)
-        finish = self.runtime.call(store.finish(self.claim, outcome, message=message))
+            return "rejected", message, "InvalidInput"
+        if isinstance(error, DeterministicFailure):
+            message = " ".join(str(error).split())
+            log.warning("job %s failed for good: %s", self.claim.job_id, message)
+            return "deterministic", message, type(error).__name__
+        log.error("job %s failed", self.claim.job_id, exc_info=error)
+        return "failed", f"{type(error).__name__}: {error}", None
+
+    def _record_outcome(
+        self, error: Exception | None, result: dict[str, Any], job_dir: AttemptsDir | None = None
+    ) -> str:
+        """Writes how the attempt ended (retried until Redis answers); returns the outcome."""
+        outcome, message, code = self._outcome(error)
+        fields: dict[str, Any] = {"message": message, "code": code}
+        if outcome == "succeeded":
+            fields = {
+                "result": result,
+                "metrics": result.get("metrics", {}),
+                "samples_seen": (self._progress.total_seen or None) if self._progress else None,
+                "models": [self._version(m) for m in result.get("models", [])],
+            }
+        finish = self._send_finish(outcome, fields)
+        if finish.state == "FENCED":
+            log.warning(
+                "attempt %d of %s ended (%s) after it had lost the job; its outcome is not "
+                "recorded",
+                self.claim.attempt,
+                self.claim.job_id,
+                outcome,
+            )
+            return "fenced"
         self.job_state = finish.state
-        self._prune(finish.state, job_dir)
+        if job_dir is not None:
+            self._prune(finish.state, job_dir)
         if finish.wake_queue:
             self.runtime.wake(finish.wake_queue)
         return outcome
+
+    def _send_finish(self, outcome: str, fields: dict[str, Any]) -> Finish:
+        """`JobStore.finish`, sent again with a backoff until Redis answers (a finish that
+        landed answers the same when sent again)."""
+        wait, longest = FINISH_RETRY_SECONDS
+        while True:
+            try:
+                return self.runtime.call(
+                    self.runtime.store.finish(self.claim, outcome, **fields),
+                    timeout=self._call_timeout,
+                )
+            except TRANSIENT_STORE_ERRORS as exc:
+                log.warning(
+                    "could not record the end of attempt %d of %s (%r); trying again in %.1f s",
+                    self.claim.attempt,
+                    self.claim.job_id,
+                    exc,
+                    wait,
+                )
+            time.sleep(wait)
+            wait = min(2 * wait, longest)
 
     def _prune(self, state: str, job_dir: AttemptsDir) -> None:
         """Once the job has ended, however it ended, keeps only this attempt's directory: the

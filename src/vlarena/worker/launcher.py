@@ -5,7 +5,9 @@ creates both, watches the pods, reports their state as `cluster` events (QUEUED 
 to be placed, RUNNING once every node runs, RETRYING after a pod failure the Job's backoff
 covers, SUCCEEDED, FAILED with the reason), follows rank 0's log into the job's log store (its
 JSON lines are the trainer's progress events), and deletes the Job, with its pods and Service,
-when the attempt ends for any reason. The API calls it makes are exactly those the chart's
+when the attempt ends for any reason. When the worker itself is lost, the reaper of a Kubernetes
+worker deletes the Jobs of the lost attempt (`delete_attempt_jobs`), whether the job is retried
+or has ended. The API calls it makes are exactly those the chart's
 worker Role allows: Jobs create/get/delete, Services create, Pods watch, Pods/log get.
 """
 
@@ -444,6 +446,16 @@ class RankZeroLog:
                 self.on_event(event)
                 return
         self.on_event(_log(f"[rank 0] {text}"))
+
+
+def delete_attempt_jobs(
+    settings: Settings, job_id: str, last_attempt: int, api: Any | None = None
+) -> list[str]:
+    """Deletes the Kubernetes Jobs (with their pods and Services) of attempts 1 to
+    `last_attempt` of a job; returns the names of those that were there."""
+    launcher = ClusterLauncher(settings, api)
+    names = [cluster_job_name(job_id, n) for n in range(1, last_attempt + 1)]
+    return [name for name in names if launcher.delete_job(name)]
 
 
 def run_on_cluster(

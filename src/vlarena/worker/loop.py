@@ -19,8 +19,17 @@ class BackgroundLoop:
         self._thread.start()
 
     def call(self, coroutine: Coroutine[Any, Any, T], timeout: float | None = 30.0) -> T:
-        """Runs `coroutine` on the loop; raises what it raises, or TimeoutError."""
-        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout)
+        """Runs `coroutine` on the loop; raises what it raises, or TimeoutError.
+
+        A coroutine still running at the timeout is cancelled, so that a stalled Redis leaves no
+        command waiting on the loop (the client drops the connection it was using).
+        """
+        future = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
+        try:
+            return future.result(timeout)
+        except TimeoutError:
+            future.cancel()
+            raise
 
     def close(self) -> None:
         self._loop.call_soon_threadsafe(self._loop.stop)

@@ -25,6 +25,9 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+# The exit status of a worker that ended itself because a runner would not stop (EX_SOFTWARE).
+EXIT_ABANDONED = 70
+
 
 class WorkerRuntime:
     """Everything one worker process shares: the store on a loop thread, and two daemons.
@@ -33,7 +36,8 @@ class WorkerRuntime:
     queue); the reaper requeues jobs whose lease lapsed, releases retries whose backoff is over,
     and keeps a wake-up message in the broker while jobs wait. Every worker runs a reaper: their
     scripts are atomic, so several at once do no harm, and any surviving worker recovers the
-    jobs of one that died.
+    jobs of one that died. A reaper of a worker that may launch Kubernetes Jobs also deletes the
+    Jobs that lost attempts of multi-node jobs left behind.
     """
 
     def __init__(self, settings: Settings, queues: list[str], app: Celery) -> None:
@@ -74,6 +78,18 @@ class WorkerRuntime:
             self.dispatcher.wake(queue)
         except Exception:
             log.warning("could not wake a worker of %s; the reaper retries", queue, exc_info=True)
+
+    def abandon(self, reason: str) -> None:
+        """Ends this process at once (a runner that will not return holds the worker's only job
+        thread for good); its supervisor starts a fresh one."""
+        log.critical("ending worker %s: %s", self.worker_id, reason)
+        self.shutdown.set()
+        try:
+            self.call(self.store.depart(self.worker_id, self.queues), timeout=5)
+        except Exception:
+            log.warning("could not deregister %s", self.worker_id, exc_info=True)
+        logging.shutdown()
+        os._exit(EXIT_ABANDONED)
 
     def run_next(self, queue: str) -> None:
         """Runs the next job of `queue`, if any (one wake-up message, at most one job)."""
@@ -126,6 +142,8 @@ class WorkerRuntime:
 
     def reap_once(self) -> None:
         runnable = self.call(self.store.reap())
+        if self.settings.kubernetes_enabled:
+            self.delete_cluster_jobs()
         for queue in runnable:
             metrics.REAPED.inc()
             self.wake(queue)
@@ -136,3 +154,18 @@ class WorkerRuntime:
             # because the broker was down): send one.
             if self.call(self.store.waiting(queue)) and not self.dispatcher.pending_messages(queue):
                 self.wake(queue)
+
+    def delete_cluster_jobs(self) -> None:
+        """Deletes the Kubernetes Jobs of multi-node attempts the reaper found lost (and so
+        requeued, failed or cancelled their job); what fails now is tried at the next pass."""
+        from vlarena.worker.launcher import delete_attempt_jobs
+
+        for job_id, attempt in self.call(self.store.cluster_cleanups()):
+            try:
+                deleted = delete_attempt_jobs(self.settings, job_id, attempt)
+            except Exception:
+                log.warning("could not delete the Kubernetes Jobs of %s", job_id, exc_info=True)
+                continue
+            self.call(self.store.cluster_cleaned(job_id, attempt))
+            if deleted:
+                log.info("deleted Kubernetes Jobs of lost attempts: %s", ", ".join(deleted))

@@ -12,7 +12,7 @@ from fastapi import Path as PathParam
 from fastapi.routing import APIRoute
 from pydantic import BaseModel
 
-from vlarena.gateway.deps import KeyFirstRoute, ReadAccess, SubmitAccess
+from vlarena.gateway.deps import KeyFirstRoute, ReadAccess, SubmitAccess, require_owner
 from vlarena.gateway.errors import ApiError, error_responses
 from vlarena.gateway.inference_collections import CollectionInfo
 from vlarena.gateway.inference_images import from_base64
@@ -47,6 +47,7 @@ from vlarena.gateway.inference_service import (
     read_body,
     serving_errors,
 )
+from vlarena.jobs.ownership import Owner
 from vlarena.jobs.spec import NAME_PATTERN
 from vlarena.serving.pipelines import ServedModel, normalize
 
@@ -62,7 +63,8 @@ PATH_PREFIXES = (
 )
 
 CollectionName = Annotated[str, PathParam(pattern=NAME_PATTERN, examples=["catalogue"])]
-ERRORS = error_responses(401, 404, 422, 503) | {
+# 409: the version is not READY or has no serving export; 502: Triton failed to run it.
+ERRORS = error_responses(401, 404, 409, 422, 502, 503) | {
     413: {"description": "An image or the request is too large; the message says the limit."},
     415: {"description": "Not JSON or multipart, or not an image format the API reads."},
 }
@@ -240,6 +242,7 @@ def _collection(c: CollectionInfo) -> Collection:
         items=c.items,
         created_at=datetime.fromtimestamp(c.created_at_ms / 1000, tz=UTC),
         updated_at=datetime.fromtimestamp(c.updated_at_ms / 1000, tz=UTC),
+        owner=c.owner.label if c.owner is not None else None,
     )
 
 
@@ -281,10 +284,12 @@ async def create_collection(
             }
         ),
     ],
-    _principal: SubmitAccess,
+    principal: SubmitAccess,
     inference: InferenceDep,
 ) -> Collection:
-    """An empty collection whose items the model's version (resolved now, then fixed) embeds."""
+    """An empty collection whose items the model's version (resolved now, then fixed) embeds.
+    It belongs to the caller's key (to its team when the key has one): only they and admin
+    keys may add items to it or delete it."""
     record = await inference.version_of(body.model, body.alias, body.version)
     if record.family != "vl-jepa":
         raise ApiError(
@@ -294,7 +299,9 @@ async def create_collection(
             "vl-jepa one",
         )
     inference.manifest(record)  # it must be exported to be served
-    made = await inference.collections.create(body.name, record.name, record.version, record.family)
+    made = await inference.collections.create(
+        body.name, record.name, record.version, record.family, Owner.of(principal.caller)
+    )
     if made is None:
         raise ApiError(409, "conflict", f"collection {body.name!r} exists")
     return _collection(made)
@@ -324,8 +331,11 @@ async def get_collection(
     responses=error_responses(401, 403, 404),
 )
 async def delete_collection(
-    name: CollectionName, _principal: SubmitAccess, inference: InferenceDep
+    name: CollectionName, principal: SubmitAccess, inference: InferenceDep
 ) -> Response:
+    """Its owner's keys or an admin key may."""
+    found = await _require_collection(inference, name)
+    require_owner(principal, found.owner, f"collection {name!r}")
     if not await inference.collections.delete(name):
         raise ApiError(404, "not_found", f"no collection {name!r}")
     return Response(status_code=204)
@@ -340,11 +350,13 @@ async def delete_collection(
 async def add_items(
     name: CollectionName,
     body: CollectionItems,
-    _principal: SubmitAccess,
+    principal: SubmitAccess,
     inference: InferenceDep,
 ) -> CollectionItemsResult:
-    """Texts and images, each embedded by the collection's model; an existing id is replaced."""
+    """Texts and images, each embedded by the collection's model; an existing id is replaced.
+    Its owner's keys or an admin key may."""
     found = await _require_collection(inference, name)
+    require_owner(principal, found.owner, f"collection {name!r}")
     if found.items + len(body.items) > inference.settings.inference_max_collection_items:
         raise ApiError(
             422,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import secrets
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,6 +15,10 @@ import anyio
 from fastapi import APIRouter, Body, Header, Query, Request
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, JSONResponse, Response
+from pydantic import AfterValidator
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from sse_starlette.sse import EventSourceResponse
 
 from vlarena.gateway.auth import Scope
@@ -29,9 +34,10 @@ from vlarena.gateway.deps import (
     StreamsDep,
     SubmitAccess,
     admit,
+    check_model_names,
 )
 from vlarena.gateway.documents import JobDocuments
-from vlarena.gateway.errors import ApiError, error_responses
+from vlarena.gateway.errors import REDIS_RETRY_AFTER_SECONDS, ApiError, error_responses
 from vlarena.gateway.metrics import JOBS_SUBMITTED
 from vlarena.gateway.schemas import (
     EVENT_EXAMPLE,
@@ -60,7 +66,7 @@ from vlarena.jobs.spec import (
 )
 from vlarena.jobs.states import JobState
 from vlarena.jobs.store import JobStore, SubmissionConflict
-from vlarena.jobs.streams import StreamKind
+from vlarena.jobs.streams import StreamKind, checked_entry_id
 from vlarena.rundirs import JobDir
 
 log = logging.getLogger(__name__)
@@ -78,7 +84,9 @@ StreamId = Annotated[
         description="Entry id to read after (exclusive); default: from the start.",
         examples=["1748743241010-0"],
     ),
+    AfterValidator(checked_entry_id),
 ]
+LastEventId = Annotated[str | None, Header(pattern=r"^\d+-\d+$"), AfterValidator(checked_entry_id)]
 MAX_ARTIFACTS_LISTED = 10_000
 # Seconds a follower turned away waits before trying again.
 FOLLOWER_RETRY_AFTER_SECONDS = 5
@@ -96,6 +104,21 @@ def _invalid(field: str, message: str) -> ApiError:
 def _confined(problems: list[tuple[str, str]]) -> ApiError:
     details = [{"field": f, "message": m, "type": "confinement"} for f, m in problems]
     return ApiError(422, "validation_error", "; ".join(f"{f}: {m}" for f, m in problems), details)
+
+
+def _unknown_outcome(submission_id: str, exc: Exception) -> ApiError:
+    """503 for a create that Redis did not answer: it may have happened or not. Sent again with
+    the same submissionId (Retry-After later), it returns the job if it was made, or makes it:
+    never two jobs (an Idempotency-Key, as payment APIs have them)."""
+    log.warning("job store did not answer a create (submissionId %s): %r", submission_id, exc)
+    return ApiError(
+        503,
+        "unavailable",
+        "the job store did not answer, and the job may or may not have been created: submit "
+        f"again with submissionId {submission_id!r} to get it, never a second one",
+        {"submissionId": submission_id},
+        headers={"Retry-After": str(REDIS_RETRY_AFTER_SECONDS)},
+    )
 
 
 async def _require_job(store: JobStore, job_id: str) -> JobRecord:
@@ -164,7 +187,7 @@ async def _resolve_source(
                 }
             },
         },
-        **error_responses(401, 403, 409, 422),
+        **error_responses(401, 403, 409, 422, 503),
     },
 )
 async def submit_job(
@@ -183,18 +206,26 @@ async def submit_job(
     With `validateOnly` nothing is created. GPU jobs
     (`resources.gpus > 0`) wait in the `gpu` queue; while no GPU worker runs they stay QUEUED
     with a `NoWorker` event saying so.
+
+    A job submitted without a `submissionId` gets one (`auto-…`). When the job store does not
+    answer, the answer is 503 with Retry-After and, in `details.submissionId`, the id to submit
+    again with: the job may have been created, and a retry with that id returns it instead of
+    making a second one. Clients that retry should always send their own `submissionId`.
     """
     if isinstance(spec, EvaluateJobSpec):
         spec = await _resolve_source(spec, store, registry)
     if problems := await anyio.to_thread.run_sync(spec_problems, spec, confinement):
         raise _confined(problems)
+    await check_model_names(spec, principal, registry)
     if spec.validate_only:
         validation = SpecValidation(queue=queue_for(spec), spec=spec_document(spec))
         return JSONResponse(_dump(validation))
+    # Every job gets an idempotency key, so that a create whose answer was lost can be sent
+    # again without running the job twice (see `_unknown_outcome`).
+    submission_id = spec.submission_id or f"auto-{secrets.token_hex(12)}"
+    spec = spec.model_copy(update={"submission_id": submission_id})
     # A replay of a submissionId creates nothing, so it needs no slot of the key's job quota.
-    replayable = (
-        store.keys.submission(principal.name, spec.submission_id) if spec.submission_id else ""
-    )
+    replayable = store.keys.submission(principal.name, submission_id)
     slot = await limits.reserve_job(principal.name, replayable)
     created = False
     try:
@@ -203,11 +234,16 @@ async def submit_job(
         raise ApiError(
             409,
             "submission_conflict",
-            f"submissionId {spec.submission_id!r} was used for job {exc.job_id} with another spec",
+            f"submissionId {submission_id!r} was used for job {exc.job_id} with another spec",
             {"jobId": exc.job_id},
         ) from None
+    except (RedisConnectionError, RedisTimeoutError) as exc:
+        raise _unknown_outcome(submission_id, exc) from None
     finally:
-        await limits.settle_job(principal.name, slot, record.id if created else None)
+        try:
+            await limits.settle_job(principal.name, slot, record.id if created else None)
+        except RedisError:
+            log.warning("could not settle the job quota of %s", principal.name, exc_info=True)
     if created:
         JOBS_SUBMITTED.labels(record.type).inc()
         log.info(
@@ -412,7 +448,7 @@ async def job_logs(
     follow: bool = False,
     after: StreamId = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
-    last_event_id: Annotated[str | None, Header(pattern=r"^\d+-\d+$")] = None,
+    last_event_id: LastEventId = None,
 ) -> Any:
     return await _stream("logs", job_id, streams, store, follow, after or last_event_id, limit)
 
@@ -444,7 +480,7 @@ async def job_events(
     follow: bool = False,
     after: StreamId = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
-    last_event_id: Annotated[str | None, Header(pattern=r"^\d+-\d+$")] = None,
+    last_event_id: LastEventId = None,
 ) -> Any:
     return await _stream("events", job_id, streams, store, follow, after or last_event_id, limit)
 

@@ -7,7 +7,14 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Query, Response
 from fastapi import Path as PathParam
 
-from vlarena.gateway.deps import AdminAccess, KeyFirstRoute, ReadAccess, RegistryDep
+from vlarena.gateway.auth import Principal
+from vlarena.gateway.deps import (
+    KeyFirstRoute,
+    ReadAccess,
+    RegistryDep,
+    SubmitAccess,
+    require_owner,
+)
 from vlarena.gateway.errors import ApiError, error_responses
 from vlarena.gateway.schemas import (
     MODEL_EXAMPLE,
@@ -32,6 +39,12 @@ async def _require_model(registry: ModelRegistry, name: str) -> RegisteredModel:
     if model is None:
         raise ApiError(404, "not_found", f"no model {name!r}")
     return model
+
+
+async def _require_own_model(registry: ModelRegistry, name: str, principal: Principal) -> None:
+    """404 for an unknown model, 403 unless the caller's key (or team) owns it or is admin."""
+    await _require_model(registry, name)
+    require_owner(principal, await registry.owner(name), f"model {name!r}")
 
 
 @router.get(
@@ -113,14 +126,16 @@ async def set_alias(
             }
         ),
     ],
-    _principal: AdminAccess,
+    principal: SubmitAccess,
     registry: RegistryDep,
 ) -> RegisteredModel:
-    """Sets `production`, `candidate` or any alias; only READY versions may carry one.
+    """Sets `production`, `candidate` or any alias; only READY versions may carry one. The
+    model's owner (the key that first registered it, or its team) or an admin key may.
 
     Moving an alias is one atomic write, recorded on the registry's event stream for the
     serving side to follow.
     """
+    await _require_own_model(registry, name, principal)
     try:
         found = await registry.set_alias(name, request.alias, request.version)
     except VersionNotReady as exc:
@@ -141,8 +156,10 @@ async def set_alias(
     responses=error_responses(401, 403, 404),
 )
 async def remove_alias(
-    name: ModelName, alias: AliasName, _principal: AdminAccess, registry: RegistryDep
+    name: ModelName, alias: AliasName, principal: SubmitAccess, registry: RegistryDep
 ) -> Response:
+    """The model's owner or an admin key may."""
+    await _require_own_model(registry, name, principal)
     if not await registry.remove_alias(name, alias):
         raise ApiError(404, "not_found", f"model {name!r} has no alias {alias!r}")
     return Response(status_code=204)
