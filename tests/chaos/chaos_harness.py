@@ -135,6 +135,9 @@ class Scenario:
     deadline_s: float = 170.0
     idle_kill_share: float = 0.1  # of the kills, those of a worker that runs no job
     seed: int | None = None
+    # On a fast machine `jobs` can all end before the planned faults happened: one more job is
+    # submitted whenever fewer than `workers` are left unfinished, up to this many in all.
+    max_jobs: int | None = None
 
     def __post_init__(self) -> None:
         if self.kills and self.kill_cap >= self.max_retries:
@@ -679,20 +682,45 @@ class ChaosRun:
             timeout=timeout,
         )
 
+    def submit(self, api: httpx.Client) -> None:
+        """Submits the next job."""
+        i = len(self.job_ids)
+        spec = chaos_spec(
+            self.scenario, i, self.run_id, export=(i == 0 and self.triton is not None)
+        )
+
+        def submitted() -> str | None:
+            # Retried with the same submissionId: a retry never makes a second job.
+            answer = api.post("/v1/jobs", json=spec)
+            return answer.json()["id"] if answer.status_code in (200, 201) else None
+
+        self.job_ids.append(wait_until(submitted, 60, f"job {i} to be accepted", 0.5))
+
     def submit_all(self, api: httpx.Client) -> None:
-        s = self.scenario
-        for i in range(s.jobs):
-            spec = chaos_spec(s, i, self.run_id, export=(i == 0 and self.triton is not None))
-
-            def submitted(spec: dict[str, Any] = spec) -> str | None:
-                # Retried with the same submissionId: a retry never makes a second job.
-                answer = api.post("/v1/jobs", json=spec)
-                return answer.json()["id"] if answer.status_code in (200, 201) else None
-
-            job_id = wait_until(submitted, 60, f"job {i} to be accepted", 0.5)
-            self.job_ids.append(job_id)
+        for _ in range(self.scenario.jobs):
+            self.submit(api)
         if self.triton is not None:
             self._served_job = self.job_ids[0]
+
+    def plan_done(self) -> bool:
+        """Whether every planned fault happened."""
+        s = self.scenario
+        return (
+            self.kills >= s.kills
+            and (not s.redis_kill or self._redis_done)
+            and (not s.worker_stall or self._stall is not None)
+        )
+
+    def maybe_top_up(self, api: httpx.Client) -> None:
+        """One more job while the planned faults are not all done and jobs run out."""
+        s = self.scenario
+        if self.plan_done() or len(self.job_ids) >= (s.max_jobs or s.jobs):
+            return
+        if len(self.jobs) < len(self.job_ids):  # not every job seen yet
+            return
+        unfinished = sum(1 for j in self.jobs.values() if j["state"] not in TERMINAL)
+        if unfinished < s.workers:
+            self.submit(api)
 
     def refresh(self, api: httpx.Client) -> None:
         """The current view of every job (kept from before while the API does not answer)."""
@@ -1090,6 +1118,7 @@ class ChaosRun:
                     assert self.workers is not None
                     self.workers.supervise()
                     self.refresh(api)
+                    self.maybe_top_up(api)
                     if self.all_terminal() and (self._stall is None or self._stall_done):
                         break
                     self.maybe_kill(api)

@@ -1,6 +1,7 @@
 """The chaos suite's full runs (`make chaos`; skipped in `make test`).
 
-1. 20 tiny train jobs on 3 workers under at least 100 SIGKILLs of workers (no job killed more
+1. 20 tiny train jobs on 3 workers (more, up to 40, where they would all end before the faults
+   happened) under at least 100 SIGKILLs of workers (no job killed more
    often than its retries allow), a kill -9 of Redis restarted on its AOF, a worker SIGSTOPped past
    its lease then resumed, and a Triton kill during inference; within 30 minutes.
 2. Jobs with maxRetries 0 through a Redis stall (SIGSTOP of redis-server) at a job's final write,
@@ -26,8 +27,9 @@ FULL = Scenario(
     worker_stall=True,
     triton_kill=True,
     lease_seconds=4.0,
-    samples=640,
+    samples=1920,
     deadline_s=25 * 60.0,
+    max_jobs=40,
 )
 
 REDIS_STALL = Scenario(

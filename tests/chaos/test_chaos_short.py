@@ -1,6 +1,7 @@
-"""The chaos suite's short run, part of `make test`: 4 tiny train jobs on 2 workers under 6
-SIGKILLs of workers, a kill -9 of Redis (restarted on its AOF) and a worker SIGSTOPped past its
-lease; every job must succeed exactly once with intact artifacts. Under 3 minutes on 2 cores."""
+"""The chaos suite's short run, part of `make test`: 4 tiny train jobs on 2 workers (more, up to
+12, where they would all end before the faults happened) under 6 SIGKILLs of workers, a kill -9
+of Redis (restarted on its AOF) and a worker SIGSTOPped past its lease; every job must succeed
+exactly once with intact artifacts. Under 3 minutes on 2 cores."""
 
 from __future__ import annotations
 
@@ -19,8 +20,9 @@ SHORT = Scenario(
     redis_kill=True,
     worker_stall=True,
     lease_seconds=4.0,
-    samples=640,
+    samples=1920,
     deadline_s=150.0,
+    max_jobs=12,
 )
 
 

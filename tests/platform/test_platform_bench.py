@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 
 import pytest
+import redis
 from fastapi.testclient import TestClient
 
 from vlarena.bench.gateway import (
@@ -76,7 +77,7 @@ def test_verdicts_hold_vlarena_to_the_targets() -> None:
 
     passing = verdicts(
         [
-            m("vlarena", "wrk", 900, 80),
+            m("vlarena", "wrk", 960, 80),
             m("reference", "wrk", 1000, 60),
             m("vlarena", "hey -q", 990, 40),
         ]
@@ -84,15 +85,19 @@ def test_verdicts_hold_vlarena_to_the_targets() -> None:
     assert [ok for _, ok in passing] == [True, True]
     failing = verdicts(
         [
-            m("vlarena", "wrk", 700, 80),
+            m("vlarena", "wrk", 930, 80),
             m("reference", "wrk", 1000, 60),
             m("vlarena", "hey -q", 990, 60),
         ]
     )
     assert [ok for _, ok in failing] == [False, False]
+    # The per-round ratio decides where there is one, and its interval is printed.
+    ratios = {"GET /v1/jobs/{id}": {"median": 0.97, "low": 0.9, "high": 1.02}}
+    checks = verdicts([m("vlarena", "wrk", 930, 80), m("reference", "wrk", 1000, 60)], ratios)
+    assert checks[0][1] and "0.97x [0.90, 1.02]" in checks[0][0]
 
 
-def test_reference_app_checks_the_key_and_reads_redis(
+def test_reference_app_checks_the_key_counts_the_request_and_reads_redis(
     redis_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("BENCH_REDIS_URL", redis_url)
@@ -104,3 +109,8 @@ def test_reference_app_checks_the_key_and_reads_redis(
         assert client.get("/v1/jobs/job-x", headers=auth).status_code == 404
         answer = client.post("/v1/jobs", json={"type": "train"}, headers=auth)
         assert answer.status_code == 200 and answer.json()["spec"] == {"type": "train"}
+    # The gateway's rate-limit round trip, on every request with a valid key.
+    with redis.Redis.from_url(redis_url) as client:
+        counted = client.get("bench-test:reference-limit:bench")
+        client.delete("bench-test:reference-limit:bench")
+    assert counted == b"2"

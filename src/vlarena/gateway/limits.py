@@ -109,7 +109,7 @@ class BodyLimit:
             await error_response(413, "payload_too_large", str(exc.detail))(scope, receive, send)
 
 
-_CHARGE = """
+CHARGE_SCRIPT = """
 local n = redis.call('INCR', KEYS[1])
 if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
 return {n, redis.call('PTTL', KEYS[1])}
@@ -150,7 +150,7 @@ class RateLimits:
         self.requests = settings.rate_limit_requests
         self.window_ms = settings.rate_limit_window_seconds * 1000
         self.max_active_jobs = settings.max_active_jobs_per_caller
-        self._charge = redis.register_script(_CHARGE)
+        self._charge = redis.register_script(CHARGE_SCRIPT)
         self._reserve = redis.register_script(_TERMINAL + _RESERVE)
 
     async def charge(self, key_name: str) -> None:
