@@ -30,3 +30,18 @@ def test_few_samples_give_the_range_with_its_own_coverage():
     assert "n=3" in iv.describe()
     with pytest.raises(ValueError):
         median_interval([])
+
+
+def test_a_benchmark_waits_for_the_load_left_by_what_ran_before(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from vlarena.bench import limits
+
+    loads = iter([2.0, 1.2, 0.4, 0.1])
+    monkeypatch.setattr(limits.os, "getloadavg", lambda: (next(loads), 0.0, 0.0))
+    slept: list[float] = []
+    assert limits.quiet_load(60, sleep=slept.append) == 0.4
+    assert slept == [5.0, 5.0]
+    # No wait: the load as it is, busy or not.
+    monkeypatch.setattr(limits.os, "getloadavg", lambda: (3.0, 0.0, 0.0))
+    assert limits.quiet_load(0, sleep=slept.append) == 3.0 and len(slept) == 2

@@ -95,6 +95,14 @@ def test_verdicts_hold_vlarena_to_the_targets() -> None:
     ratios = {"GET /v1/jobs/{id}": {"median": 0.97, "low": 0.9, "high": 1.02}}
     checks = verdicts([m("vlarena", "wrk", 930, 80), m("reference", "wrk", 1000, 60)], ratios)
     assert checks[0][1] and "0.97x [0.90, 1.02]" in checks[0][0]
+    # POST's ratio is validation's cost (the reference validates nothing): not a target.
+    post = "POST /v1/jobs (validateOnly)"
+    slow_post = [
+        Measurement("vlarena", post, "wrk", 400, 5.0, 80, 0),
+        Measurement("reference", post, "wrk", 1000, 5.0, 60, 0),
+    ]
+    checks = verdicts([m("vlarena", "wrk", 960, 80), m("reference", "wrk", 1000, 60), *slow_post])
+    assert [ok for _, ok in checks] == [True] and "GET" in checks[0][0]
 
 
 def test_reference_app_checks_the_key_counts_the_request_and_reads_redis(

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import threading
 import time
 import uuid
 from datetime import datetime
@@ -14,7 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 import redis
-import uvicorn
+
+from live_server import live_server
 
 from .headless_chromium import check_page, chromium_path
 
@@ -60,19 +60,8 @@ def gateway_with_report(tiny_compare, redis_url, tmp_path_factory):
             {"type": "compare", "dataset": {"name": "fashion-grid"}, "budget": {"samples": 8192}}
         )
     )
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings), host="127.0.0.1", port=0, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "the gateway did not start"
-        time.sleep(0.05)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    yield {"url": f"http://127.0.0.1:{port}", "job": job_id, "settings": settings}
-    server.should_exit = True
-    thread.join(10)
+    with live_server(create_app(settings)) as url:
+        yield {"url": url, "job": job_id, "settings": settings}
 
 
 def report_link(gateway, **body) -> httpx.Response:

@@ -16,9 +16,9 @@ from typing import Any
 import httpx
 import pytest
 import redis
-import uvicorn
 from fastapi.testclient import TestClient
 
+from live_server import live_server
 from vlarena.client.api import parse_sse
 from vlarena.gateway.app import create_app
 from vlarena.jobs.spec import JOB_SPEC_ADAPTER
@@ -189,26 +189,9 @@ def test_an_unreachable_redis_answers_503_with_retry_after(tmp_path: Path) -> No
             assert answer.json()["error"]["code"] == "unavailable"
 
 
-@contextlib.contextmanager
-def serve(settings: Settings) -> Iterator[str]:
+def serve(settings: Settings) -> contextlib.AbstractContextManager[str]:
     """The gateway under uvicorn in a thread (streams need a real server), at the URL yielded."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "the gateway did not start"
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
+    return live_server(create_app(settings), start_timeout=10)
 
 
 def stream_settings(redis_url: str, tmp_path: Path, **fields: Any) -> Settings:

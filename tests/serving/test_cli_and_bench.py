@@ -124,6 +124,8 @@ def test_the_serving_benchmark_measures_every_configuration(
                 "--rounds",
                 "2",
                 "--no-gateway",
+                "--quiet-wait",
+                "0",
                 "--out",
                 str(tmp_path),
             ]
@@ -188,12 +190,10 @@ def test_the_serving_benchmark_measures_inference_through_the_gateway(
     serving_settings, triton, registered
 ) -> None:
     import asyncio
-    import threading
-    import time
 
     import numpy as np
-    import uvicorn
 
+    from live_server import live_server
     from vlarena.bench.serving import GATEWAY_ROUTES, png_base64, run_gateway
     from vlarena.gateway.app import create_app
     from vlarena.serving.config import ServingSettings
@@ -202,32 +202,14 @@ def test_the_serving_benchmark_measures_inference_through_the_gateway(
     app.state.serving_settings = ServingSettings(
         triton_url=triton.grpc_url, triton_timeout_seconds=10
     )
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "the gateway did not start"
-        time.sleep(0.05)
-    try:
+    with live_server(app) as url:
         rng = np.random.default_rng(0)
         images = [png_base64(rng.random((3, 40, 40), dtype=np.float32)) for _ in range(3)]
         cells = asyncio.run(
             run_gateway(
-                f"http://127.0.0.1:{port}",
-                None,
-                registered["vl-jepa"]["name"],
-                "production",
-                images,
-                (1, 3),
-                0.6,
-                2,
+                url, None, registered["vl-jepa"]["name"], "production", images, (1, 3), 0.6, 2
             )
         )
-    finally:
-        server.should_exit = True
-        thread.join(20)
     assert {(c.config, c.concurrency) for c in cells} == {
         (label, n) for _, label in GATEWAY_ROUTES for n in (1, 3)
     }

@@ -8,7 +8,8 @@ gateway's own rate-limit script, and a read of the job's hash from Redis on ever
 cached job state). Measured, in one run:
 
 - throughput: `wrk`, 32 connections, on `GET /v1/jobs/{id}` and `POST /v1/jobs` (validateOnly);
-  vlarena should reach at least 0.95x the reference's requests per second;
+  on GET vlarena should reach at least 0.95x the reference's requests per second (on POST the
+  reference does not validate the spec, so its ratio is the cost of validation, printed only);
 - latency at a fixed offered rate: `hey -q`, 2,000 requests/s in total over 32 connections;
   vlarena's p99 should stay under 50 ms with no errors (the reference's, measured alike, shows
   what the machine itself adds).
@@ -47,7 +48,7 @@ import httpx
 from fastapi import FastAPI, Header, HTTPException, Request
 from redis.asyncio import Redis
 
-from vlarena.bench.limits import BUSY_LOAD
+from vlarena.bench.limits import BUSY_LOAD, QUIET_WAIT_SECONDS, quiet_load
 from vlarena.evaluation.statistics import median_interval
 from vlarena.gateway.limits import CHARGE_SCRIPT
 
@@ -471,7 +472,9 @@ def verdicts(
     and vlarena's p99 at the offered rate."""
     checks = []
     full = {(m.target, m.endpoint): m for m in results if m.tool == "wrk"}
-    for endpoint in sorted({m.endpoint for m in results}):
+    # The reference does not validate a submitted spec: POST's ratio is the cost of validation,
+    # printed beside the table, not held to the target.
+    for endpoint in sorted({m.endpoint for m in results if m.endpoint.startswith("GET")}):
         ours, reference = full[("vlarena", endpoint)], full[("reference", endpoint)]
         measured = (ratios or {}).get(endpoint)
         ratio = (
@@ -513,11 +516,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--out", type=Path, default=Path("bench-out"), help="where gateway.json goes"
     )
+    parser.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=QUIET_WAIT_SECONDS,
+        help="seconds to wait for the load average to fall before starting",
+    )
     args = parser.parse_args(argv)
     missing = [tool for tool in ("redis-server", "wrk", "hey") if shutil.which(tool) is None]
     if missing:
         print(f"missing {', '.join(missing)}: run `make system-deps`", file=sys.stderr)
         return 2
+    quiet_load(args.quiet_wait)
     load = os.getloadavg()
     print(f"load average {load[0]:.2f} at the start", end="")
     print(" (BUSY: figures may be noisy)" if load[0] > BUSY_LOAD else "")
@@ -537,6 +547,12 @@ def main(argv: list[str] | None = None) -> int:
             + (f"{m.cpu_ms_per_request:>10.3f}" if m.cpu_ms_per_request is not None else "")
         )
     checks = verdicts(results, ratios)
+    for endpoint, r in ratios.items():
+        if not endpoint.startswith("GET"):
+            print(
+                f"      {endpoint}: {r['median']:.2f}x [{r['low']:.2f}, {r['high']:.2f}] the "
+                "reference's requests/s (the reference does not validate the spec: no target)"
+            )
     for text, ok in checks:
         print(f"{'PASS' if ok else 'FAIL'}  {text}")
     args.out.mkdir(parents=True, exist_ok=True)

@@ -141,6 +141,23 @@ def peak_flops(limits: dict[str, Any], dtype: str = "fp32") -> float:
 
 
 BUSY_LOAD = 0.5  # a load average above this at the start marks a benchmark's figures noisy
+QUIET_WAIT_SECONDS = 180.0
+
+
+def quiet_load(
+    wait: float = QUIET_WAIT_SECONDS, sleep: Callable[[float], None] = time.sleep
+) -> float:
+    """The 1-minute load average once it is at most BUSY_LOAD, waiting up to `wait` seconds for
+    it to fall there (what ran just before, another benchmark say, still weighs on it for a
+    minute or two); the load then, busy or not."""
+    deadline = time.monotonic() + wait
+    load = os.getloadavg()[0]
+    if load > BUSY_LOAD and wait > 0:
+        print(f"load average {load:.2f}: waiting up to {wait:.0f} s for the machine to quiet down")
+    while load > BUSY_LOAD and time.monotonic() < deadline:
+        sleep(5.0)
+        load = os.getloadavg()[0]
+    return load
 
 
 def announce(out: Path) -> tuple[float, dict[str, Any], float]:

@@ -51,7 +51,7 @@ from typing import Any
 import httpx
 import numpy as np
 
-from vlarena.bench.limits import BUSY_LOAD
+from vlarena.bench.limits import BUSY_LOAD, QUIET_WAIT_SECONDS, quiet_load
 from vlarena.evaluation.statistics import median_interval
 from vlarena.events import ignore
 from vlarena.jobs.spec import parse_job_spec
@@ -665,6 +665,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", help="the served model --gateway is measured with")
     parser.add_argument("--alias", default="production", help="the model's alias ('' for none)")
     parser.add_argument("--no-gateway", action="store_true", help="skip (e) and (f)")
+    parser.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=QUIET_WAIT_SECONDS,
+        help="seconds to wait for the load average to fall before starting",
+    )
     parser.add_argument("--out", type=Path, default=Path("bench-out"))
     parser.add_argument("--work", type=Path, help="cache of the trained model (default .cache)")
     args = parser.parse_args(argv)
@@ -681,7 +687,7 @@ def main(argv: list[str] | None = None) -> int:
     from vlarena.experiments.runs import trained_dataset
     from vlarena.models.x_encoders import XEncoderConfig, build_x_encoder
 
-    load_start = os.getloadavg()[0]
+    load_start = quiet_load(args.quiet_wait)
     torch.set_num_threads(args.threads)
     weights = weight_range(args.int8_weights)
     work = args.work or Path(".cache") / "bench-serving"
