@@ -3,19 +3,16 @@ model, evaluation and CLI tests share instead of training their own."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
-import socket
-import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
+
+from redis_servers import PrivateRedis, redis_server
 
 TINY_DATA = {"name": "fashion-grid", "options": {"n_train": 192, "n_val": 32, "n_test": 64}}
 TINY_EVAL = {
@@ -105,59 +102,16 @@ def tiny_test_visual(tiny_models, tiny_splits):
     return visual_inputs(model, tiny_splits.test, tiny_splits.full, ignore)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextlib.contextmanager
-def _redis_server(directory: Path, *options: str) -> Iterator[str]:
-    """A private redis-server (no persistence) on a free port, with extra `options`."""
-    port = _free_port()
-    process = subprocess.Popen(
-        [
-            "redis-server",
-            "--bind",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(directory),
-            *options,
-        ],
-        stdout=(directory / "redis.log").open("wb"),
-        stderr=subprocess.STDOUT,
-    )
-    client = redis.Redis(port=port)
-    deadline = time.monotonic() + 10
-    while True:
-        with contextlib.suppress(redis.ConnectionError):
-            if client.ping():
-                break
-        if time.monotonic() > deadline:
-            process.kill()
-            pytest.fail("redis-server did not start")
-        time.sleep(0.05)
-    try:
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        process.terminate()
-        process.wait(10)
-
-
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if shutil.which("redis-server") is None:
         pytest.skip("redis-server is not installed (make system-deps)")
     # Bounded and never evicting, as the chart runs it.
     directory = tmp_path_factory.mktemp("serving-redis")
-    with _redis_server(directory, "--maxmemory", "1gb", "--maxmemory-policy", "noeviction") as url:
-        yield url
+    with redis_server(
+        directory, "--maxmemory", "1gb", "--maxmemory-policy", "noeviction"
+    ) as server:
+        yield server.url
 
 
 @pytest.fixture
@@ -167,5 +121,16 @@ def small_redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if shutil.which("redis-server") is None:
         pytest.skip("redis-server is not installed (make system-deps)")
     directory = tmp_path_factory.mktemp("small-redis")
-    with _redis_server(directory, "--maxmemory", "4mb", "--maxmemory-policy", "noeviction") as url:
-        yield url
+    with redis_server(
+        directory, "--maxmemory", "4mb", "--maxmemory-policy", "noeviction"
+    ) as server:
+        yield server.url
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
+    """A redis-server of the test's own, which it may stall (`PrivateRedis.stall`)."""
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed (make system-deps)")
+    with redis_server(tmp_path) as server:
+        yield server

@@ -12,16 +12,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
-import shutil
-import signal
-import socket
-import subprocess
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +25,7 @@ import redis
 from fastapi.testclient import TestClient
 
 from multinode.fake_kubernetes import FakeKubernetes, Step
+from redis_servers import PrivateRedis
 from vlarena.client.api import GatewayClient
 from vlarena.errors import DeterministicFailure, StopRequested, UserInputError
 from vlarena.gateway.app import create_app
@@ -56,51 +51,6 @@ def spec(base: dict[str, Any] = TRAIN, **fields: Any) -> Any:
 
 class NonFiniteLoss(DeterministicFailure):
     """What the trainer raises on a NaN loss."""
-
-
-@dataclass
-class PrivateRedis:
-    """A redis-server of the test's own, which it may stop and resume."""
-
-    url: str
-    process: subprocess.Popen
-
-    def stall(self, seconds: float) -> None:
-        """Stops Redis now (SIGSTOP: connections stay open, nothing answers) for `seconds`."""
-        os.kill(self.process.pid, signal.SIGSTOP)
-        threading.Timer(seconds, os.kill, (self.process.pid, signal.SIGCONT)).start()
-
-
-@pytest.fixture
-def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
-    if shutil.which("redis-server") is None:
-        pytest.skip("redis-server is not installed (make system-deps)")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    process = subprocess.Popen(
-        [
-            "redis-server",
-            *("--bind", "127.0.0.1", "--port", str(port)),
-            *("--save", "", "--appendonly", "no", "--dir", str(tmp_path)),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.STDOUT,
-    )
-    client = redis.Redis(port=port)
-    deadline = time.monotonic() + 10
-    while True:
-        with contextlib.suppress(redis.ConnectionError):
-            if client.ping():
-                break
-        assert time.monotonic() < deadline, "redis-server did not start"
-        time.sleep(0.05)
-    try:
-        yield PrivateRedis(f"redis://127.0.0.1:{port}/0", process)
-    finally:
-        os.kill(process.pid, signal.SIGCONT)
-        process.terminate()
-        process.wait(10)
 
 
 class Runtime:
