@@ -69,6 +69,37 @@ def test_served_text_embeddings_use_minilm_tokenization(tiny_models, tiny_export
     np.testing.assert_allclose(got, want, atol=1e-4)
 
 
+def test_text_embeddings_are_kept_per_served_model_and_bounded(
+    tiny_exports, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from vlarena.serving import pipelines
+
+    manifest = tiny_exports["vl-jepa"]
+    runner = OnnxRunner(manifest)
+    sent: list[int] = []
+    run = runner.run
+
+    async def counting(part, precision, inputs, outputs):
+        if part == "text_encoder":
+            sent.append(len(next(iter(inputs.values()))))
+        return await run(part, precision, inputs, outputs)
+
+    monkeypatch.setattr(runner, "run", counting)
+    served = ServedModel(manifest, runner)
+    labels = ["a bag top left", "a shirt", "an ankle boot", "a shirt"]
+    first = asyncio.run(served.encode_text(labels))
+    again = asyncio.run(served.encode_text(labels[::-1]))
+    # Sent once (three distinct texts), answered from the cache the second time, in order.
+    assert sum(sent) == 3
+    np.testing.assert_array_equal(again, first[::-1])
+    np.testing.assert_allclose(
+        first, asyncio.run(ServedModel(manifest, runner).encode_text(labels))
+    )
+    monkeypatch.setattr(pipelines, "TEXT_CACHE", 2)
+    asyncio.run(served.encode_text(["x", "y"]))
+    assert list(served._text_embeddings) == ["x", "y"]
+
+
 @pytest.mark.parametrize("family", ["token-vlm", "vl-jepa"])
 def test_tokenising_runs_through_the_offload_off_the_event_loop(
     tiny_exports, tiny_test_visual, family

@@ -49,6 +49,9 @@ class InferenceService:
             serving.triton_url, serving.triton_pool_size, serving.triton_timeout_seconds
         )
         self._manifests: OrderedDict[tuple[str, int], ServingManifest] = OrderedDict()
+        # Served models by (name, version, precision), kept like the manifests: each holds its
+        # tokenizers, loaded once, and the embeddings of the texts it encoded last.
+        self._served: OrderedDict[tuple[str, int, str], ServedModel] = OrderedDict()
         self._decoders = anyio.CapacityLimiter(serving.inference_decode_threads)
 
     async def decode(self, blobs: Sequence[bytes], size: int) -> np.ndarray:
@@ -122,12 +125,20 @@ class InferenceService:
                 "validation_error",
                 f"{record.name} v{record.version} has no {precision} variant",
             )
-        model = ServedModel(
-            manifest,
-            TritonRunner(self.pool, record.name, record.version),
-            precision,
-            offload=self.offload,
-        )
+        key = (record.name, record.version, precision)
+        model = self._served.get(key)
+        if model is None or model.manifest is not manifest:
+            model = ServedModel(
+                manifest,
+                TritonRunner(self.pool, record.name, record.version),
+                precision,
+                offload=self.offload,
+            )
+            self._served[key] = model
+            while len(self._served) > MANIFEST_CACHE:
+                self._served.popitem(last=False)
+        else:
+            self._served.move_to_end(key)
         info = ServedModelInfo(
             name=record.name, version=record.version, family=record.family, precision=precision
         )

@@ -21,6 +21,7 @@ export checks its graphs against PyTorch before anything is served.
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from functools import cached_property
 from typing import Protocol, TypeVar, cast
@@ -33,6 +34,9 @@ from vlarena.serving.manifest import TOKENIZER_FILE, ServingManifest
 
 Arrays = dict[str, np.ndarray]
 T = TypeVar("T")
+# Text embeddings a served model keeps (its labels and candidates come back request after
+# request): 4,096 rows of a 384-d float32 embedding are 6 MiB.
+TEXT_CACHE = 4096
 # Runs a blocking callable off the caller's event loop (e.g. in a bounded thread pool).
 Offload = Callable[[Callable[[], T]], Awaitable[T]]
 
@@ -106,6 +110,7 @@ class ServedModel:
         self.precision = precision
         self.family = manifest.family
         self.offload = offload
+        self._text_embeddings: OrderedDict[str, np.ndarray] = OrderedDict()
 
     async def _cpu(self, work: Callable[[], T]) -> T:
         """Runs CPU-bound work (tokenising texts) through `offload` when one is given, so that an
@@ -176,10 +181,27 @@ class ServedModel:
         return out["embedding"]
 
     async def encode_text(self, texts: Sequence[str]) -> np.ndarray:
-        """VL-JEPA's target embeddings (B, D) of texts, unnormalised."""
+        """VL-JEPA's target embeddings (B, D) of texts, unnormalised. The last TEXT_CACHE texts'
+        embeddings are kept: a text encoded before is not sent to the text encoder again."""
         self._require("text_encoder")
         if not texts:
             return np.zeros((0, 0), dtype=np.float32)
+        cache = self._text_embeddings
+        distinct = list(dict.fromkeys(texts))
+        # Taken before any await: other requests may evict entries meanwhile.
+        found = {t: cache[t] for t in distinct if t in cache}
+        missing = [t for t in distinct if t not in found]
+        if missing:
+            encoded = await self._encode_text(missing)
+            found.update((t, row.copy()) for t, row in zip(missing, encoded, strict=True))
+        for text in distinct:
+            cache[text] = found[text]
+            cache.move_to_end(text)
+        while len(cache) > TEXT_CACHE:
+            cache.popitem(last=False)
+        return np.stack([found[t] for t in texts])
+
+    async def _encode_text(self, texts: Sequence[str]) -> np.ndarray:
         encodings = await self._cpu(lambda: self.minilm_tokenizer.encode_batch(list(texts)))
         # Rows are grouped by padded length (a multiple of 8), so similar texts batch together.
         by_width: dict[int, list[int]] = {}
