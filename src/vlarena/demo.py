@@ -20,6 +20,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -235,6 +236,65 @@ def local_stack(root: Path, say: Callable[[str], None] = print) -> Iterator[Loca
         stack.stop()
 
 
+class StageClock:
+    """How long each stage of a job took, from its state and progress as the API shows them
+    (polled in a thread of its own): queued, then each phase (load-data, encode-features,
+    train of each run, train-decoder, evaluate, export, report) in the order they came."""
+
+    def __init__(self, api_url: str, api_key: str, job_id: str, interval: float = 0.5) -> None:
+        self.api_url, self.api_key, self.job_id, self.interval = api_url, api_key, job_id, interval
+        self.stages: list[list[Any]] = []  # [label, started (monotonic), ended or None]
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, name="vlarena-stage-clock", daemon=True)
+
+    @staticmethod
+    def label(job: dict[str, Any]) -> str | None:
+        """The stage a job is in, or None once it ended."""
+        if job["state"] == "QUEUED":
+            return "queued"
+        if job["state"] != "RUNNING":
+            return None
+        progress = job.get("progress") or {}
+        phase = progress.get("phase") or "starting"
+        return f"{phase} ({progress['run']})" if progress.get("run") else phase
+
+    def note(self, label: str | None, now: float) -> None:
+        """Records the stage seen at `now`: a new label closes the stage before it."""
+        if self.stages and self.stages[-1][0] == label:
+            return
+        if self.stages and self.stages[-1][2] is None:
+            self.stages[-1][2] = now
+        if label is not None:
+            self.stages.append([label, now, None])
+
+    def _poll(self) -> None:
+        with GatewayClient(self.api_url, self.api_key) as api:
+            while not self._stop.is_set():
+                with contextlib.suppress(GatewayError, httpx.HTTPError):
+                    label = self.label(api.get_job(self.job_id))
+                    self.note(label, time.monotonic())
+                    if label is None:
+                        return
+                self._stop.wait(self.interval)
+
+    def __enter__(self) -> StageClock:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+        self.note(None, time.monotonic())
+
+    def seconds(self) -> list[tuple[str, float]]:
+        """(stage, seconds) in order; a stage seen more than once (a retried attempt) adds up
+        under its first place."""
+        totals: dict[str, float] = {}
+        for label, started, ended in self.stages:
+            totals[label] = totals.get(label, 0.0) + (ended or started) - started
+        return list(totals.items())
+
+
 def _images(dataset: dict[str, Any], count: int) -> tuple[list[str], list[str]]:
     """Base64 PNGs of the first test images of the job's dataset, and their captions."""
     from vlarena.experiments.inputs import Splits, open_dataset
@@ -257,7 +317,10 @@ def run_demo(
     """Runs the demo; returns what it measured and served (also written to summary.json).
 
     The family whose first-seed model scores higher on `selection_metric` is promoted."""
+    started = time.monotonic()
+    timings: list[tuple[str, float]] = []
     with local_stack(root, say) as stack, GatewayClient(stack.api_url, stack.api_key) as api:
+        timings.append(("start the local stack", time.monotonic() - started))
         job = api.submit_job(spec)
         job_id = job["id"]
         say(f"\nsubmitted compare job {job_id}; following its logs")
@@ -269,12 +332,14 @@ def run_demo(
                 " shows the numbers without a verdict, which needs at least 3 seeds; a compare"
                 " job's default is 3)"
             )
-        for event in api.follow(job_id):
-            if event.event == "end":
-                break
-            entry = event.data
-            if isinstance(entry, dict) and entry.get("message"):
-                say(f"  {entry['message']}")
+        with StageClock(stack.api_url, stack.api_key, job_id) as clock:
+            for event in api.follow(job_id):
+                if event.event == "end":
+                    break
+                entry = event.data
+                if isinstance(entry, dict) and entry.get("message"):
+                    say(f"  {entry['message']}")
+        timings += [(f"job: {label}", seconds) for label, seconds in clock.seconds()]
         job = api.get_job(job_id)
         if job["state"] != "SUCCEEDED":
             raise RuntimeError(f"job {job_id} ended {job['state']}: {job.get('error')}")
@@ -313,7 +378,9 @@ def run_demo(
                     return None
                 raise
 
+        promoted = time.monotonic()
         classified, captions = wait_until(served, 180, "Triton to load the production model", 1.0)
+        timings.append(("promote, load into Triton, first answers", time.monotonic() - promoted))
         summary["served"] = [
             {"truth": t, "caption": c, "topLabel": r["labels"][0]["label"]}
             for t, c, r in zip(truth, captions, classified["results"], strict=True)
@@ -329,6 +396,11 @@ def run_demo(
         summary["reportLink"] = api.report_link(job_id)["url"] if report else None
         say(f"\n{len(artifacts)} artifacts; report: {summary['report']}")
         say(f"report page through the gateway (signed link): {summary['reportLink']}")
+        timings.append(("total (set-up excluded)", time.monotonic() - started))
+        summary["stages"] = [{"stage": label, "seconds": round(t, 1)} for label, t in timings]
+        say("\nhow long each stage took:")
+        for label, seconds in timings:
+            say(f"  {seconds:7.1f} s  {label}")
         (stack.root / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
         if keep_running:
             say(f"\nthe stack keeps running; API key: {stack.api_key}\nCtrl-C stops it")
