@@ -237,6 +237,23 @@ def test_a_resumed_attempt_whose_training_was_done_reports_its_samples_seen(
         assert (job["progress"]["samplesSeen"], job["progress"]["totalSamples"]) == (64, 64)
 
 
+def test_a_job_level_phase_names_no_run(
+    redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def compares(attempt: JobExecution, kwargs: dict[str, Any]) -> dict[str, Any]:
+        on_event = kwargs["on_event"]
+        on_event({"type": "progress", "phase": "evaluate", "family": "vl-jepa", "seed": 0})
+        seen.append(runtime.call(runtime.store.get(attempt.claim.job_id)).progress.run)
+        on_event({"type": "progress", "phase": "export", "done": 0, "total": 2})
+        return succeed(attempt, kwargs)
+
+    seen: list[str | None] = []
+    with runtime_for(redis_url, tmp_path) as runtime:
+        job = run_attempt(runtime, monkeypatch, compares)
+        assert seen == ["vl-jepa seed 0"]
+        assert job["progress"]["phase"] == "export" and job["progress"].get("run") is None
+
+
 # 2. Cancel and deadline in every phase; the watchdog.
 
 

@@ -367,6 +367,8 @@ class JobExecution:
                 "phaseTotal": event.get("total"),
             }
             progress = {**self._last_progress, **phase, "attempt": attempt, "updatedAt": now_ms}
+            # A job-level phase (a compare job's exports, its report) belongs to no one run.
+            progress.pop("run", None)
             if "family" in event:
                 progress["run"] = f"{event['family']} seed {event['seed']}"
             self._last_progress = progress
