@@ -27,7 +27,7 @@ FULL = Scenario(
     worker_stall=True,
     triton_kill=True,
     lease_seconds=4.0,
-    samples=1920,
+    samples=6400,
     deadline_s=25 * 60.0,
     max_jobs=40,
 )
