@@ -359,6 +359,7 @@ def run_demo(
         best = summary["families"][best_family]
         for family, info in summary["families"].items():
             say(f"{family:10s} {selection_metric} = {info['metrics'].get(selection_metric)}")
+        promoted = time.monotonic()
         api.set_alias(best["model"], ALIAS, best["version"])
         summary["production"] = {"family": best_family, **best}
         say(f"promoted {best['model']} v{best['version']} ({best_family}) as '{ALIAS}'")
@@ -378,7 +379,6 @@ def run_demo(
                     return None
                 raise
 
-        promoted = time.monotonic()
         classified, captions = wait_until(served, 180, "Triton to load the production model", 1.0)
         timings.append(("promote, load into Triton, first answers", time.monotonic() - promoted))
         summary["served"] = [

@@ -598,6 +598,7 @@ class ChaosRun:
         self.seen_attempt: dict[tuple[str, int], float] = {}
         self._next_kill = 0.0
         self._kill_delay = 0.0
+        self._ended_at_draw = 0  # jobs ended when the kill delay was drawn
         self._next_kill_idle = False
         self.kill_log: list[tuple[str, int, str]] = []  # (idle | job, pid, job id)
         self._stall: dict[str, Any] | None = None
@@ -823,6 +824,12 @@ class ChaosRun:
             self.kills_of[job["id"]] += 1
             self.kill_log.append(("job", pid, job["id"]))
         else:
+            # Attempts that end sooner than the drawn delay would never be killed: once a job
+            # ended while the delay was pending, a shorter one is drawn.
+            ended = sum(1 for j in self.jobs.values() if j["state"] in TERMINAL)
+            if ended > self._ended_at_draw:
+                self._ended_at_draw = ended
+                self._kill_delay = min(self._kill_delay, self.rng.choice([0.0, 0.5, 1.0]))
             return
         self.workers.supervise()
         self._next_kill = time.monotonic() + self.rng.uniform(0.2, 1.2)
@@ -830,6 +837,7 @@ class ChaosRun:
         self._next_kill_idle = self.rng.random() < s.idle_kill_share
         # Most kills come early in an attempt (while it loads or trains), some late.
         self._kill_delay = self.rng.choice([0.0, 0.5, 1.0, 2.0, 3.0, 5.0])
+        self._ended_at_draw = sum(1 for j in self.jobs.values() if j["state"] in TERMINAL)
 
     def _due(self, share: float) -> bool:
         """Whether a one-off fault is due: once this share of the kills happened, or for a run

@@ -122,6 +122,8 @@ def test_classify_caption_and_vqa_answer_as_pytorch_does(
     assert [a["answer"] for a in got["answers"]] == [choices[int(i)] for i in want.argmax(1)]
     got = _ok(api.post("/v1/vqa", json=body))
     assert [a["answer"] for a in got["answers"]] == model.generate(tokens, queries, max_len=16)
+    # Every request by name, alias or version was served by one kept model.
+    assert list(api.app.state.inference._served) == [(name, version, "fp32")]
 
 
 def test_multipart_uploads_answer_as_json_does(api, registered, samples):

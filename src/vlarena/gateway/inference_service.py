@@ -38,6 +38,21 @@ MANIFEST_CACHE = 64
 DEFAULT_ALIAS = "production"
 
 
+K = TypeVar("K")
+
+
+def _cached(cache: OrderedDict[K, T], key: K, make: Callable[[], T]) -> T:
+    """`cache[key]`, made by `make()` when missing; the MANIFEST_CACHE entries used last stay."""
+    value = cache.get(key)
+    if value is None:
+        value = cache[key] = make()
+        while len(cache) > MANIFEST_CACHE:
+            cache.popitem(last=False)
+    else:
+        cache.move_to_end(key)
+    return value
+
+
 class InferenceService:
     def __init__(
         self, serving: ServingSettings, registry: ModelRegistry, collections: CollectionStore
@@ -95,11 +110,9 @@ class InferenceService:
         return record
 
     def manifest(self, record: ModelVersion) -> ServingManifest:
-        key = (record.name, record.version)
-        manifest = self._manifests.get(key)
-        if manifest is None:
+        def load() -> ServingManifest:
             try:
-                manifest = ServingManifest.load(RunDir.of_model(record.path).export)
+                return ServingManifest.load(RunDir.of_model(record.path).export)
             except (OSError, ValueError):
                 raise ApiError(
                     409,
@@ -107,12 +120,8 @@ class InferenceService:
                     f"{record.name} version {record.version} has no serving export; run "
                     f"`vlarena export {RunDir.of_model(record.path).export.parent}`",
                 ) from None
-            self._manifests[key] = manifest
-            while len(self._manifests) > MANIFEST_CACHE:
-                self._manifests.popitem(last=False)
-        else:
-            self._manifests.move_to_end(key)
-        return manifest
+
+        return _cached(self._manifests, (record.name, record.version), load)
 
     def served(
         self, record: ModelVersion, precision: str | None
@@ -125,20 +134,16 @@ class InferenceService:
                 "validation_error",
                 f"{record.name} v{record.version} has no {precision} variant",
             )
-        key = (record.name, record.version, precision)
-        model = self._served.get(key)
-        if model is None or model.manifest is not manifest:
-            model = ServedModel(
+        model = _cached(
+            self._served,
+            (record.name, record.version, precision),
+            lambda: ServedModel(
                 manifest,
                 TritonRunner(self.pool, record.name, record.version),
                 precision,
                 offload=self.offload,
-            )
-            self._served[key] = model
-            while len(self._served) > MANIFEST_CACHE:
-                self._served.popitem(last=False)
-        else:
-            self._served.move_to_end(key)
+            ),
+        )
         info = ServedModelInfo(
             name=record.name, version=record.version, family=record.family, precision=precision
         )

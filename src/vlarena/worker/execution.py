@@ -127,26 +127,12 @@ class JobProgress:
         self.runs = [(f, base_seed + k) for f in families for k in range(seeds)]
         self.samples_per_run = 0
         self.samples_seen = 0
-        # Samples each run had seen when it was evaluated: a resumed attempt whose training was
-        # already done reports no training progress, only these.
-        self.evaluated: dict[tuple[Any, Any], int] = {}
 
     def carry_on_from(self, samples_seen: int | None, total_samples: int | None) -> None:
         """Starts from an earlier attempt's progress: a resumed attempt counts on from there."""
         self.samples_seen = samples_seen or 0
         if total_samples:
             self.samples_per_run = total_samples // max(len(self.runs), 1)
-
-    def note_evaluated(self, event: dict[str, Any]) -> None:
-        """Records the samples a run had seen at one of its metric events."""
-        if event.get("samplesSeen"):
-            self.evaluated[(event.get("family"), event.get("seed"))] = int(event["samplesSeen"])
-
-    @property
-    def total_seen(self) -> int:
-        """Samples of the whole job: from training progress, or from what its runs' metrics
-        say they had seen where that is more (a resumed attempt)."""
-        return max(self.samples_seen, sum(self.evaluated.values()))
 
     def overall_samples(self, event: dict[str, Any]) -> int:
         """Samples of the whole job at an event of one run."""
@@ -395,8 +381,6 @@ class JobExecution:
                 logs.append(("info", progress_line(progress)))
             self._write(fields={"progress": json.dumps(progress)}, logs=logs)
         elif kind == "metrics":
-            if self._progress is not None:
-                self._progress.note_evaluated(event)
             values = event.get("metrics") or {}
             record = {"samplesSeen": event.get("samplesSeen"), "values": values}
             shown = ", ".join(
@@ -551,7 +535,7 @@ class JobExecution:
             fields = {
                 "result": result,
                 "metrics": result.get("metrics", {}),
-                "samples_seen": (self._progress.total_seen or None) if self._progress else None,
+                "samples_seen": (self._progress.samples_seen or None) if self._progress else None,
                 "models": [self._version(m) for m in result.get("models", [])],
             }
         finish = self._send_finish(outcome, fields)
