@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -16,11 +15,7 @@ from pathlib import Path
 import pytest
 import redis
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from vlarena.serving.triton import free_port
 
 
 @dataclass
@@ -39,7 +34,7 @@ class PrivateRedis:
 @contextlib.contextmanager
 def redis_server(directory: Path, *options: str) -> Iterator[PrivateRedis]:
     """A private redis-server (no persistence) on a free port, with extra `options`."""
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen(
         [
             "redis-server",

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import time
 import uuid
 from collections import Counter
@@ -36,6 +35,7 @@ from fuzz.served import finish_next_job, job_workdir
 from vlarena.gateway.app import create_app
 from vlarena.gateway.routes.reports import sign
 from vlarena.serving.config import ServingSettings
+from vlarena.serving.triton import free_port
 from vlarena.settings import Settings
 
 pytestmark = pytest.mark.fuzz
@@ -81,12 +81,6 @@ class Tally:
 TALLY = Tally()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @dataclass
 class Gateway:
     """The app under test, the client schemathesis calls it through, and the real ids."""
@@ -124,7 +118,7 @@ def gateway(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     app = create_app(settings)
     # No Triton listens there: the inference routes answer 503.
     app.state.serving_settings = ServingSettings(
-        triton_url=f"127.0.0.1:{_free_port()}", triton_timeout_seconds=1, retry_after_seconds=1
+        triton_url=f"127.0.0.1:{free_port()}", triton_timeout_seconds=1, retry_after_seconds=1
     )
     with asgi.get_client(app) as client:
         spec = {

@@ -100,20 +100,20 @@ class Tally:
 
     latencies: list[float] = field(default_factory=list)
     rounds: list[Round] = field(default_factory=list)
+    errors: int = 0  # of the round in progress
 
     @contextlib.contextmanager
     def round(self) -> Iterator[list[float]]:
-        """Collects one round's latencies (yielded, to append to) and closes the round."""
+        """Collects one round's latencies (yielded, to append to) and errors (`errors`), and
+        closes the round."""
         latencies: list[float] = []
-        errors_before = self.errors_now
+        self.errors = 0
         started = time.perf_counter()
         yield latencies
         seconds = time.perf_counter() - started
         p99 = float(np.percentile(latencies, 99)) if latencies else float("nan")
-        self.rounds.append(Round(len(latencies), seconds, p99, self.errors_now - errors_before))
+        self.rounds.append(Round(len(latencies), seconds, p99, self.errors))
         self.latencies += latencies
-
-    errors_now: int = 0
 
 
 @dataclass
@@ -187,7 +187,7 @@ def ratio_interval(numerator: Tally, denominator: Tally) -> dict[str, float]:
 # --- (a) PyTorch eager ---------------------------------------------------------------------------
 def bench_torch(
     encoder: Any, images: np.ndarray, concurrency: int, duration: float, rounds: int
-) -> tuple[Cell, Tally]:
+) -> Cell:
     import torch
 
     batch = [torch.from_numpy(images[i : i + 1]) for i in range(len(images))]
@@ -209,7 +209,7 @@ def bench_torch(
 
             with ThreadPoolExecutor(concurrency) as pool:
                 list(pool.map(client, range(concurrency)))
-    return _cell("(a) PyTorch eager, in-process", concurrency, tally), tally
+    return _cell("(a) PyTorch eager, in-process", concurrency, tally)
 
 
 # --- the graphs alone, in-process --------------------------------------------------------------
@@ -279,7 +279,7 @@ async def closed_loop(
                 try:
                     await send(i)
                 except Exception:
-                    tally.errors_now += 1
+                    tally.errors += 1
                     continue
                 latencies.append(time.perf_counter() - started)
                 i += concurrency
@@ -695,7 +695,7 @@ def main(argv: list[str] | None = None) -> int:
     test = Splits.for_training(open_dataset(trained_dataset(RunDir(run_dir)))).test
     images = load_images([r.image for r in test.records[:64]], manifest.image_size)
     encoder = build_x_encoder(XEncoderConfig(image_size=manifest.image_size)).eval()
-    cells = [bench_torch(encoder, images, n, args.duration, args.rounds)[0] for n in levels]
+    cells = [bench_torch(encoder, images, n, args.duration, args.rounds) for n in levels]
     onnx = bench_onnx(manifest, images, args.threads, args.duration, args.rounds)
     with tempfile.TemporaryDirectory(prefix="vlarena-bench-serving-") as tmp:
         names = bench_repository(Path(tmp) / "repository", manifest, args.threads)
