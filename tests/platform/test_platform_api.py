@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from platform_harness import (
     wait_for_state,
 )
 
+from vlarena.gateway.observe import FLUSH_SECONDS
 from vlarena.jobs.spec import JOB_SPEC_ADAPTER
 
 REPO = Path(__file__).resolve().parents[2]
@@ -231,6 +233,8 @@ def test_metrics_count_requests_of_every_gateway_process(gateway: Gateway) -> No
         for _ in range(40):
             # New connections, so both uvicorn processes answer some.
             httpx.get(f"{gateway.url}/v1/jobs/job-00000000000000", headers=client.headers)
+        # Each process writes its tally at least once per FLUSH_SECONDS.
+        time.sleep(FLUSH_SECONDS + 0.5)
         scrapes = [httpx.get(f"{gateway.url}/metrics").text for _ in range(6)]
     counts = {_sample(text, "vlarena_http_requests_total", labels) for text in scrapes}
     assert counts == {before + 40}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gc
 import logging
 from collections.abc import AsyncIterator
@@ -16,7 +18,7 @@ from vlarena.gateway.documents import JobDocuments
 from vlarena.gateway.errors import install_error_handlers
 from vlarena.gateway.inference_service import serving_settings
 from vlarena.gateway.limits import BodyLimit, RateLimits
-from vlarena.gateway.observe import RequestObserver
+from vlarena.gateway.observe import TALLY, RequestObserver
 from vlarena.gateway.routes import health, inference, jobs, models, reports
 from vlarena.jobs.dispatch import JobDispatcher
 from vlarena.jobs.registry import ModelRegistry
@@ -75,9 +77,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # would otherwise stall the process ~70 ms under load: the p99 latency of a busy gateway.
         gc.collect()
         gc.freeze()
+        flusher = asyncio.create_task(TALLY.flush_every())
         try:
             yield
         finally:
+            flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await flusher
             gc.unfreeze()
             # The inference service (Triton channels) is made on first use: close it if it was.
             service = getattr(app.state, "inference", None)

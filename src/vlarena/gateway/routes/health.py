@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse
 
 from vlarena.gateway.deps import StoreDep
 from vlarena.gateway.metrics import render_metrics
+from vlarena.gateway.observe import TALLY
 from vlarena.gateway.schemas import Health, Readiness, example_response
 
 log = logging.getLogger(__name__)
@@ -67,5 +68,6 @@ async def metrics(store: StoreDep) -> Response:
     except Exception:
         log.warning("job gauges left out of /metrics: Redis unreachable", exc_info=True)
         counts = None
+    TALLY.flush()  # this process's requests up to now; the others' up to their last second
     body, content_type = render_metrics(counts)
     return Response(body, media_type=content_type)
