@@ -166,3 +166,25 @@ def test_a_model_file_that_runs_code_when_loaded_is_refused_unrun(tmp_path):
     with pytest.raises(ModelFileError, match="not a vlarena model file"):
         load_model(evil)
     assert not marker.exists()
+
+
+def test_vl_jepa_encodes_each_distinct_candidate_once(tiny_models, tiny_splits, tiny_test_visual):
+    model = tiny_models["vl-jepa"]
+    captions = tiny_splits.test.captions()[:6]
+    rows = [captions[:4], captions[2:6], captions[:4]]  # shared and repeated candidates
+    encoded: list[int] = []
+    encode = model.encode_text
+
+    def counting(texts):
+        encoded.append(len(texts))
+        return encode(texts)
+
+    model.encode_text = counting
+    try:
+        scores = model.score_candidates(tiny_test_visual[:3], rows)
+    finally:
+        del model.encode_text
+    assert encoded == [len(set(captions))]
+    for i, row in enumerate(rows):
+        alone = model.score_candidates(tiny_test_visual[i : i + 1], row)[0]
+        torch.testing.assert_close(scores[i], alone, atol=1e-5, rtol=0)

@@ -274,8 +274,13 @@ class VLJEPA(VLModel):
             shared = cast(Sequence[str], candidates)
             cand = F.normalize(self.encode_text(shared), dim=-1)  # (C, D)
             return pred @ cand.T
+        # Each distinct text is encoded once: rows often share candidates (a retrieval pool is
+        # every row's), which a Y-encoder that is trained, so not cached, would encode per row.
         flat = [c for row in candidates for c in row]
-        cand = F.normalize(self.encode_text(flat), dim=-1).view(len(candidates), -1, pred.shape[1])
+        index = {text: i for i, text in enumerate(dict.fromkeys(flat))}
+        distinct = F.normalize(self.encode_text(list(index)), dim=-1)
+        rows = torch.tensor([index[text] for text in flat], device=distinct.device)
+        cand = distinct[rows].view(len(candidates), -1, pred.shape[1])
         return torch.einsum("bd,bcd->bc", pred, cand)
 
     @torch.no_grad()
