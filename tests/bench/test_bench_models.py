@@ -43,6 +43,26 @@ def test_compare_specs_are_valid_jobs_with_the_benchmarks_design() -> None:
     assert list(bench.COMPARISONS)[-1] == "fashion-80k"
 
 
+def test_the_floor_run_trains_vl_jepa_alone_as_the_prototype_was() -> None:
+    from vlarena.jobs.spec import CompareJobSpec, parse_job_spec
+
+    spec = bench.compare_spec(bench.FLOOR)
+    typed = parse_job_spec(spec)
+    assert isinstance(typed, CompareJobSpec)
+    assert spec["families"] == ["vl-jepa"] and typed.seeds == 1
+    assert spec["budget"] == {"samples": 100_000}
+    assert spec["hyperparameters"] == {"batchSize": 128, "vqaFraction": 0.0}
+    assert spec["evaluation"]["maxImages"] == 2000
+    assert spec["evaluation"]["retrievalPools"] == [100, 1000]
+    # the comparisons keep the platform's defaults: batch 64, VQA samples included
+    assert bench.compare_spec(bench.COMPARISONS["fashion-80k"])["hyperparameters"] == {
+        "batchSize": 64
+    }
+    quick = bench.compare_spec(bench.FLOOR, quick=True)
+    assert quick["budget"] == {"samples": 10_000}
+    assert quick["evaluation"]["retrievalPools"] == [100]
+
+
 def test_comparison_prints_intervals_differences_verdicts_and_crossovers(capsys) -> None:
     quality = {
         "token-vlm": {"caption_of_10": 0.60, "cider": 0.5},
