@@ -181,3 +181,22 @@ def test_a_requeued_attempt_resumes_from_the_last_checkpoint(redis_url: str, out
         assert record.retries == (0 if outcome == "preempted" else 1)
 
     run_with_store(redis_url, check, retry_backoff_seconds=0)
+
+
+def test_a_read_of_an_unchanged_job_costs_redis_only_the_key_builders(redis_url: str) -> None:
+    from vlarena.jobs.lua import script_source
+
+    light, full = script_source("read_if_changed"), script_source("cancel")
+    assert "ALLOWED" in full and "ALLOWED" not in light and len(light) < len(full) / 2
+
+    async def check(store: JobStore) -> None:
+        record, _ = await store.create(spec(), owner="me")
+        fields = await store.fields(record.id)
+        assert await store.fields_if_changed(record.id, fields["revision"]) is None
+        assert await store.fields_if_changed(record.id, "0") == fields
+        await store.cancel(record.id, requested_by="me")
+        changed = await store.fields_if_changed(record.id, fields["revision"])
+        assert changed is not None and changed["revision"] != fields["revision"]
+        assert await store.fields_if_changed("job-00000000000000", "1") == {}
+
+    run_with_store(redis_url, check)

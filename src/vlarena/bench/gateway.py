@@ -123,6 +123,8 @@ class Measurement:
     errors: int
     offered_rate: float | None = None
     cpu_ms_per_request: float | None = None
+    # Redis's CPU per request meanwhile: the server's work that the app's figure leaves out.
+    redis_cpu_ms_per_request: float | None = None
     # 95% intervals of the median over rounds.
     rps_low: float | None = None
     rps_high: float | None = None
@@ -274,7 +276,11 @@ def running_servers(workdir: Path) -> Iterator[Servers]:
                 "vlarena": f"http://127.0.0.1:{vlarena_port}",
                 "reference": f"http://127.0.0.1:{reference_port}",
             },
-            pids={"vlarena": processes[1].pid, "reference": processes[2].pid},
+            pids={
+                "redis": processes[0].pid,
+                "vlarena": processes[1].pid,
+                "reference": processes[2].pid,
+            },
             job_id=job_id,
         )
         _wait_ready(f"{servers.urls['vlarena']}/readyz")
@@ -378,10 +384,12 @@ def _median_run(runs: list[dict[str, float]]) -> dict[str, float]:
     """The median of several short runs per figure, with 95% intervals of rps and p99 (the
     whole range where there are too few runs for 95%); errors are summed."""
     cpu = [r["cpu"] for r in runs if "cpu" in r]
+    redis_cpu = [r["redis_cpu"] for r in runs if "redis_cpu" in r]
     rps = median_interval([r["rps"] for r in runs])
     p99 = median_interval([r["p99"] for r in runs])
     return {
         "cpu": statistics.median(cpu) if cpu else float("nan"),
+        "redis_cpu": statistics.median(redis_cpu) if redis_cpu else float("nan"),
         "rps": rps.median,
         "rps_low": rps.low,
         "rps_high": rps.high,
@@ -432,13 +440,25 @@ def benchmark(
             for _ in range(rounds):
                 for target, base in targets.items():
                     before = server_cpu_seconds(servers.pids[target])
+                    redis_before = server_cpu_seconds(servers.pids["redis"])
                     run = run_wrk(base + path, method, body, seconds, workdir)
                     cpu = server_cpu_seconds(servers.pids[target]) - before
-                    runs[target].append(run | {"cpu": 1000 * cpu / max(run["requests"], 1)})
+                    redis_cpu = server_cpu_seconds(servers.pids["redis"]) - redis_before
+                    count = max(run["requests"], 1)
+                    runs[target].append(
+                        run | {"cpu": 1000 * cpu / count, "redis_cpu": 1000 * redis_cpu / count}
+                    )
             for target, target_runs in runs.items():
                 r = _median_run(target_runs)
                 results.append(
-                    _measurement(target, endpoint, "wrk", r, cpu_ms_per_request=r["cpu"])
+                    _measurement(
+                        target,
+                        endpoint,
+                        "wrk",
+                        r,
+                        cpu_ms_per_request=r["cpu"],
+                        redis_cpu_ms_per_request=r["redis_cpu"],
+                    )
                 )
             per_round = [
                 ours["rps"] / theirs["rps"]
@@ -536,7 +556,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"medians of {args.rounds} runs of {args.duration:g} s with [95% intervals]\n"
         f"{'target':<10} {'endpoint':<30} {'tool':<7} {'req/s':>22} {'p50 ms':>8} "
-        f"{'p99 ms':>20} {'errors':>7} {'cpu ms/req':>10}"
+        f"{'p99 ms':>20} {'errors':>7} {'cpu ms/req':>10} {'redis ms/req':>12}"
     )
     for m in results:
         rps = f"{m.requests_per_second:.0f} [{m.rps_low:.0f}, {m.rps_high:.0f}]"
@@ -545,6 +565,11 @@ def main(argv: list[str] | None = None) -> int:
             f"{m.target:<10} {m.endpoint:<30} {m.tool:<7} {rps:>22} "
             f"{m.p50_ms:>8.2f} {p99:>20} {m.errors:>7} "
             + (f"{m.cpu_ms_per_request:>10.3f}" if m.cpu_ms_per_request is not None else "")
+            + (
+                f" {m.redis_cpu_ms_per_request:>12.3f}"
+                if m.redis_cpu_ms_per_request is not None
+                else ""
+            )
         )
     checks = verdicts(results, ratios)
     for endpoint, r in ratios.items():

@@ -1,6 +1,6 @@
 """The Lua scripts that change job state atomically in Redis, one per kind of change.
 
-Each script starts with the same prelude: the key builders of `vlarena.jobs.keys`, the allowed
+Each script that writes starts with the same prelude: the key builders of `vlarena.jobs.keys`, the allowed
 transitions of `vlarena.jobs.states`, and helpers to move a job between states and to record
 events. Scripts read the clock with `TIME`, so leases and deadlines follow Redis's clock, not
 the workers'. Arguments common to all scripts: ARGV[1] the key prefix, ARGV[2] the stream cap.
@@ -640,8 +640,17 @@ SCRIPTS: dict[str, str] = {
 }
 
 
+# Scripts that only read: the key builders are all they need. Redis runs a script's whole
+# source on every call, and the prelude's tables and functions would cost a poll of
+# GET /v1/jobs/{id} more of Redis's time than the read itself.
+READERS = frozenset({"read_if_changed"})
+
+
 def script_source(name: str, retention_ms: int = 0) -> str:
-    """The full source of one script: the retention (0: keep forever), the prelude, its body."""
+    """The full source of one script: the retention (0: keep forever), the prelude (the key
+    builders alone for a script that only reads), its body."""
+    if name in READERS:
+        return f"local P = ARGV[1]\n{lua_key_functions()}\n" + SCRIPTS[name]
     return f"local RETENTION_MS = {int(retention_ms)}\n" + PRELUDE + SCRIPTS[name]
 
 
