@@ -228,13 +228,22 @@ def _sample(text: str, name: str, labels: dict[str, str]) -> float | None:
 
 def test_metrics_count_requests_of_every_gateway_process(gateway: Gateway) -> None:
     labels = {"route": "/v1/jobs/{job_id}", "method": "GET", "status": "404"}
+
+    def count() -> float:
+        text = httpx.get(f"{gateway.url}/metrics").text
+        return _sample(text, "vlarena_http_requests_total", labels) or 0
+
+    # Each process writes its tally at least once per FLUSH_SECONDS: what earlier tests asked
+    # is in every series once that has passed.
+    time.sleep(FLUSH_SECONDS + 0.5)
     with gateway.client("reader") as client:
-        before = _sample(client.get("/metrics").text, "vlarena_http_requests_total", labels) or 0
+        before = count()
         for _ in range(40):
             # New connections, so both uvicorn processes answer some.
             httpx.get(f"{gateway.url}/v1/jobs/job-00000000000000", headers=client.headers)
-        # Each process writes its tally at least once per FLUSH_SECONDS.
-        time.sleep(FLUSH_SECONDS + 0.5)
+        deadline = time.monotonic() + 10 * FLUSH_SECONDS
+        while count() < before + 40 and time.monotonic() < deadline:
+            time.sleep(FLUSH_SECONDS / 4)
         scrapes = [httpx.get(f"{gateway.url}/metrics").text for _ in range(6)]
     counts = {_sample(text, "vlarena_http_requests_total", labels) for text in scrapes}
     assert counts == {before + 40}
