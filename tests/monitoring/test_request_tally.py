@@ -91,3 +91,18 @@ def test_new_request_ids_are_distinct_and_sixteen_hex_digits() -> None:
     ids = {request_id([]) for _ in range(1000)}
     assert len(ids) == 1000
     assert all(len(i) == 16 and int(i, 16) >= 0 for i in ids)
+
+
+def test_a_forked_process_draws_its_own_request_id_prefix() -> None:
+    import os
+
+    parent = request_id([])
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its first new id, then out without running pytest's exit
+        os.write(write, request_id([]))
+        os._exit(0)
+    os.close(write)
+    child = os.read(read, 64)
+    os.waitpid(pid, 0)
+    assert len(child) == 16 and child[:8] != parent[:8]

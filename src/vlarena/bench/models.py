@@ -93,7 +93,6 @@ QUICK_MIN_SAMPLES = 1024
 FLOOR_NAME, FLOOR_FAMILY = "floor", "vl-jepa"
 FLOOR_EVAL = {"maxImages": 2000, "retrievalPools": [100, 1000], "retrievalRepeats": 10}
 FLOOR: dict[str, Any] = {
-    "label": "fashion-grid, VL-JEPA alone in the prototype's regime",
     "dataset": FASHION,
     "families": {"vl-jepa": {"text_prior": "pretrained"}},
     "seeds": 1,
@@ -360,18 +359,15 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m vlarena.bench.models", description=__doc__)
     parser.add_argument("--out", type=Path, default=Path("bench-out/models"))
-    parser.add_argument(
-        "--only", help=f"comma-separated subset of: {', '.join([*COMPARISONS, FLOOR_NAME])}"
-    )
+    known = [*COMPARISONS, FLOOR_NAME]
+    parser.add_argument("--only", help=f"comma-separated subset of: {', '.join(known)}")
     parser.add_argument("--quick", action="store_true", help="a tenth of budgets and items")
     parser.add_argument("--no-probe", action="store_true", help="skip the position-swap probe")
     args = parser.parse_args(argv)
-    names = args.only.split(",") if args.only else [*COMPARISONS, FLOOR_NAME]
-    unknown = [n for n in names if n not in COMPARISONS and n != FLOOR_NAME]
+    names = args.only.split(",") if args.only else known
+    unknown = [n for n in names if n not in known]
     if unknown:
-        parser.error(
-            f"unknown comparisons {unknown}; choose from {', '.join([*COMPARISONS, FLOOR_NAME])}"
-        )
+        parser.error(f"unknown comparisons {unknown}; choose from {', '.join(known)}")
 
     def say(message: str) -> None:
         print(message, file=sys.stderr, flush=True)

@@ -22,7 +22,7 @@ import itertools
 import os
 import re
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -38,19 +38,19 @@ FLUSH_SECONDS = 1.0
 
 
 class _RequestIds:
-    """New request ids of 16 hex digits: a random prefix drawn once per process and a
-    counter, so ids differ across processes and restarts without a call to the OS's random
-    source per request."""
+    """New request ids of 16 hex digits: a random prefix drawn once per process (a forked child
+    draws its own) and a counter, so ids differ across processes and restarts without a call to
+    the OS's random source per request."""
 
     def __init__(self) -> None:
-        self._pid = -1
-        self._prefix = b""
+        self._reset()
+        os.register_at_fork(after_in_child=self._reset)
+
+    def _reset(self) -> None:
+        self._prefix = os.urandom(4).hex().encode()
         self._counter = itertools.count()
 
     def new(self) -> bytes:
-        if self._pid != os.getpid():  # a forked child draws its own prefix
-            self._pid, self._prefix = os.getpid(), os.urandom(4).hex().encode()
-            self._counter = itertools.count()
         return b"%s%08x" % (self._prefix, next(self._counter) & 0xFFFFFFFF)
 
 
@@ -89,22 +89,19 @@ class RequestTally:
     def __init__(self) -> None:
         self.in_flight = 0
         self._counts: Counter[tuple[str, str, int]] = Counter()
-        self._durations: dict[tuple[str, str], list[float]] = {}
+        self._durations: defaultdict[tuple[str, str], list[float]] = defaultdict(list)
         # Labelled children by label values: `labels()` validates its arguments on every call.
         self._counters: dict[tuple[str, str, int], Any] = {}
         self._timers: dict[tuple[str, str], Any] = {}
 
     def record(self, template: str, method: str, status: int, seconds: float) -> None:
         self._counts[(template, method, status)] += 1
-        durations = self._durations.get((template, method))
-        if durations is None:
-            durations = self._durations[(template, method)] = []
-        durations.append(seconds)
+        self._durations[(template, method)].append(seconds)
 
     def flush(self) -> None:
         """Writes what was tallied since the last flush to the Prometheus series."""
         counts, self._counts = self._counts, Counter()
-        durations, self._durations = self._durations, {}
+        durations, self._durations = self._durations, defaultdict(list)
         for counted, count in counts.items():
             counter = self._counters.get(counted)
             if counter is None:

@@ -1,9 +1,10 @@
 """The Lua scripts that change job state atomically in Redis, one per kind of change.
 
-Each script that writes starts with the same prelude: the key builders of `vlarena.jobs.keys`, the allowed
-transitions of `vlarena.jobs.states`, and helpers to move a job between states and to record
-events. Scripts read the clock with `TIME`, so leases and deadlines follow Redis's clock, not
-the workers'. Arguments common to all scripts: ARGV[1] the key prefix, ARGV[2] the stream cap.
+Each script that writes starts with the same prelude: the key builders of `vlarena.jobs.keys`,
+the allowed transitions of `vlarena.jobs.states`, and helpers to move a job between states and
+to record events (a script that only reads gets the key builders alone). Scripts read the clock
+with `TIME`, so leases and deadlines follow Redis's clock, not the workers'. Arguments common
+to all scripts: ARGV[1] the key prefix, ARGV[2] the stream cap.
 Redis does not roll back a script that errors, so every check comes before the first write.
 A script whose reply was lost (a timeout, a dropped connection) may be sent again: those that
 move a job (create with a submission key, claim, renew, finish, cancel, reap) then change
