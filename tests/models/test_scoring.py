@@ -54,6 +54,22 @@ def test_prefix_tree_scores_equal_a_pass_per_pair(vocabulary):
         torch.testing.assert_close(got, want, atol=1e-9, rtol=0)
 
 
+def test_logits_beyond_exps_range_score_as_a_pass_per_pair():
+    # float32 exp overflows above ~88 and underflows below ~-103: a column of logits that
+    # large (or that small everywhere) is computed again, shifted by its maximum.
+    dec = decoder("captions").float()
+    with torch.no_grad():
+        dec.lm_head.bias[: len(dec.vocab) // 2] += 150.0
+    memory = torch.randn(3, 7, 32)
+    want = dec.score_pairs(memory, CAPTIONS)
+    assert torch.isfinite(want).all()
+    torch.testing.assert_close(dec.score(memory, CAPTIONS, tree=True), want, atol=1e-4, rtol=0)
+    with torch.no_grad():
+        dec.lm_head.bias -= 400.0
+    want = dec.score_pairs(memory, CAPTIONS)
+    torch.testing.assert_close(dec.score(memory, CAPTIONS, tree=True), want, atol=1e-4, rtol=0)
+
+
 @pytest.mark.parametrize("family", ["token-vlm"])
 def test_trained_token_vlm_scores_within_1e_5_of_a_pass_per_pair(
     family, tiny_models, tiny_splits, tiny_test_visual

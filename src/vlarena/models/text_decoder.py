@@ -228,17 +228,31 @@ class TextDecoder(nn.Module):
     def _label_logprobs(self, h: Tensor, level: Level, rows: int = 128) -> Tensor:
         """log p(label | prefix) of each label read at `level`, the output layer in chunks of
         rows: a (V, rows) block of logits at a time, vocabulary-major. With the full vocabulary
-        (30,522 words) `W @ hᵀ` runs ~1.3x faster than `h @ Wᵀ` on CPUs and the block, a few
-        MB, stays in cache for the log-sum-exp: ~1.5x the output layer's rate in all."""
+        (30,522 words) `W @ hᵀ` runs as fast as `h @ Wᵀ` or faster on CPUs (~1.3x on an AMD
+        EPYC).
+
+        The log-sum-exp makes two passes over the block, exp in place and a sum, where
+        `logsumexp` makes four and allocates. An fp32 exp overflows only above ~88 and a sum of
+        exps loses nothing to a common offset, so the shift by the maximum is needed only in a
+        column whose sum is not finite and positive: those are computed again, shifted."""
         out = h.new_empty(len(level.token))
         weight, bias = self.lm_head.weight, self.lm_head.bias
+
+        def block(cols: Tensor) -> Tensor:
+            return weight @ cols if bias is None else torch.addmm(bias[:, None], weight, cols)
+
         for s in range(0, len(level.read), rows):
             chunk = h[level.read[s : s + rows]].T  # (d, r)
-            logits = weight @ chunk if bias is None else torch.addmm(bias[:, None], weight, chunk)
-            lse = logits.logsumexp(0)  # (r,)
+            logits = block(chunk)
             pick = (level.row >= s) & (level.row < s + rows)
             r = level.row[pick] - s
-            out[pick] = logits[level.token[pick], r] - lse[r]
+            picked = logits[level.token[pick], r]  # read before the block is overwritten
+            sums = logits.exp_().sum(0)
+            lse = sums.log()
+            unsafe = ~(torch.isfinite(sums) & (sums > 0))
+            if bool(unsafe.any()):
+                lse[unsafe] = block(chunk[:, unsafe]).logsumexp(0)
+            out[pick] = picked - lse[r]
         return out
 
     @torch.no_grad()
