@@ -113,6 +113,8 @@ def test_a_tree_keeps_each_shared_prefix_once():
     assert forest.levels[2].parents.tolist() == [0, 0, 2, 2]
     assert forest.counts.tolist() == [3, 3, 1, 2, 2, 2]
     assert forest.levels[1].parents is not None  # the first image branches there
+    assert not forest.shared  # two different trees: nothing is computed once for both
+    assert merge([tree, tree], 3, torch.device("cpu")).shared
 
 
 def test_the_tree_is_used_where_it_pays():

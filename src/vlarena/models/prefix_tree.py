@@ -119,6 +119,10 @@ class Forest:
     counts: Tensor  # (images × C,) labels per score, at least 1
     images: int
     candidates: int
+    # Every image has the same tree (one candidate list for all, as in a retrieval pool): the
+    # rows of image 0 are then the tree's own, and what depends only on the text is the same
+    # for every image.
+    shared: bool = False
 
 
 def merge(
@@ -167,4 +171,5 @@ def merge(
         counts=torch.from_numpy(np.maximum(counts, 1)).to(device),
         images=len(trees),
         candidates=candidates,
+        shared=len(trees) > 1 and all(tree is trees[0] for tree in trees),
     )

@@ -165,7 +165,8 @@ class TextDecoder(nn.Module):
         Each image's candidates form a prefix tree (`prefix_tree`), decoded one level at a
         time with the KV cache: a prefix that candidates share is computed once per image, the
         cross-attention keys and values once per image, and the output layer only where a label
-        is read, in blocks of rows. The same numbers as `score_pairs`, a full pass per (image,
+        is read, in blocks of rows. With one candidate list for every image (a retrieval pool),
+        the first layer's self-attention, which reads only the text, runs once for all images. The same numbers as `score_pairs`, a full pass per (image,
         candidate), which it falls back to where the tree does not pay: when the candidates
         share less than half of their prefixes and the output layer costs less per position
         than the decoder layers (a small vocabulary), a pass per pair runs the same work in
@@ -209,16 +210,34 @@ class TextDecoder(nn.Module):
         return shared or output_dominates
 
     def _score_forest(self, memory: Tensor, forest: Forest) -> Tensor:
+        """Scores (images, C) of a forest. Where every image has the same tree, the first
+        layer's self-attention and cross-attention queries, which read only the text, run once
+        for the tree (with a cache of its own) instead of once per image."""
         total = memory.new_zeros(forest.images * forest.candidates)
         layers = cast(Sequence[DecoderBlock], self.decoder.layers)
         cross = [block.cross_keys_values(memory) for block in layers]  # once per image
         cache = PrefixCache(self.n_layers, len(forest.levels))
+        text_cache = PrefixCache(1, len(forest.levels)) if forest.shared else None
         for t, level in enumerate(forest.levels):
             if level.parents is not None:
                 cache.reorder(level.parents)
-            x = self.pos(self.tok_emb(level.tokens[:, None]), offset=t)  # (N, 1, d)
-            for i, block in enumerate(layers):
-                x = block.forward_prefixes(x, cache, i, cross[i], level.width)
+            if text_cache is None:
+                x = self.pos(self.tok_emb(level.tokens[:, None]), offset=t)  # (N, 1, d)
+                first = 0
+            else:
+                w = level.width  # image 0's rows and parents are the tree's own
+                if level.parents is not None:
+                    text_cache.reorder(level.parents[:w])
+                x = self.pos(self.tok_emb(level.tokens[:w, None]), offset=t)  # (w, 1, d)
+                x = layers[0].self_attend_prefixes(x, text_cache, 0)
+                queries = layers[0].cross_queries(x, w).expand(forest.images, -1, -1, -1)
+                x = layers[0].attend_memory_prefixes(
+                    x.repeat(forest.images, 1, 1), queries, cross[0]
+                )
+                text_cache.advance()
+                first = 1
+            for i in range(first, len(layers)):
+                x = layers[i].forward_prefixes(x, cache, i, cross[i], level.width)
             cache.advance()
             if len(level.read):
                 h = self.decoder.ln_f(x[:, 0])

@@ -120,14 +120,30 @@ class DecoderBlock(nn.Module):
         of the B = N / per_memory memories whose cross-attention k, v (B, nh, Tmem, hs) are
         `cross_kv`: each memory is attended once by all of its rows, not copied per row.
         """
+        x = self.self_attend_prefixes(x, cache, layer)
+        return self.attend_memory_prefixes(x, self.cross_queries(x, per_memory), cross_kv)
+
+    def self_attend_prefixes(self, x: Tensor, cache: PrefixCache, layer: int) -> Tensor:
+        """The self-attention half of `forward_prefixes`: x (N, 1, d) plus its attention over
+        each row's cached prefix."""
         sa = self.self_attn
         h = self.ln1(x)
         k, v = cache.append(layer, sa.heads(sa.k_proj, h), sa.heads(sa.v_proj, h))
-        x = x + sa.attend(sa.heads(sa.q_proj, h), k, v)  # one query sees all its prefix
+        return x + sa.attend(sa.heads(sa.q_proj, h), k, v)  # one query sees all its prefix
+
+    def cross_queries(self, x: Tensor, per_memory: int) -> Tensor:
+        """The cross-attention queries (N / per_memory, nh, per_memory, hs) of x (N, 1, d)."""
         ca = self.cross_attn
         n, _, d = x.shape
-        grouped = self.ln2(x).view(n // per_memory, per_memory, d)
-        x = x + ca.attend(ca.heads(ca.q_proj, grouped), *cross_kv).view(n, 1, d)
+        return ca.heads(ca.q_proj, self.ln2(x).view(n // per_memory, per_memory, d))
+
+    def attend_memory_prefixes(
+        self, x: Tensor, queries: Tensor, cross_kv: tuple[Tensor, Tensor]
+    ) -> Tensor:
+        """The rest of `forward_prefixes` after the self-attention: the cross-attention of
+        `queries` (B, nh, per_memory, hs) over each memory's k, v, then the feed-forward."""
+        n, _, d = x.shape
+        x = x + self.cross_attn.attend(queries, *cross_kv).view(n, 1, d)
         return x + self.ff(self.ln3(x))
 
 
