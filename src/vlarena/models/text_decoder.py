@@ -189,10 +189,15 @@ class TextDecoder(nn.Module):
         if tree is None and not self._tree_pays(row_trees):
             return self.score_pairs(memory, per_row, queries)
         scores = memory.new_empty(b, n_cands)
+        budget = max_prefixes
+        if len(trees) == 1 and self.n_layers > 1:
+            # One tree for every image: the first layer's cache is the tree's, not each
+            # image's (`_score_forest`), so the same memory holds this many more rows.
+            budget = max_prefixes * self.n_layers // (self.n_layers - 1)
         start = 0
         while start < b:
             stop, width = start, 0
-            while stop < b and (stop == start or width + row_trees[stop].width <= max_prefixes):
+            while stop < b and (stop == start or width + row_trees[stop].width <= budget):
                 width += row_trees[stop].width
                 stop += 1
             forest = merge(row_trees[start:stop], n_cands, memory.device, self.vocab.pad_id)
