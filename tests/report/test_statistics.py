@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from vlarena.evaluation.report.verdict import decide, decision_confidence, seeds_needed
-from vlarena.evaluation.statistics import paired_difference
+from vlarena.evaluation.statistics import mean_interval, paired_difference
+from vlarena.experiments.results import _summary
 
 ITEMS, SEEDS, SIMULATIONS = 1000, 3, 400
 REDRAW, SEED_SD = 0.15, 0.01
@@ -73,6 +74,29 @@ def test_the_interval_is_paired_over_items():
     assert d.high95 - d.low95 < 0.01
     with pytest.raises(ValueError, match="different items"):
         paired_difference(a, a[:, :-1])
+
+
+def test_a_familys_interval_stays_within_what_its_metric_can_take():
+    # three seeds that spread widely near the ceiling, as a model does while it learns fast:
+    # mean ± a t quantile with 2 degrees of freedom passes 100%
+    rng = np.random.default_rng(0)
+    scores = np.stack([(rng.random(ITEMS) < p).astype(float) for p in (0.79, 0.93, 0.87)])
+    mean, low, high = mean_interval(scores)
+    assert high > 1.0
+    mean, low, high = mean_interval(scores, bounds=(0.0, 1.0))
+    assert low < mean < high == 1.0
+    metric = {"value": 0.0, "chance": 0.1, "n": ITEMS, "stderr": 0.01}
+    seeds = [{"metrics": {"hits": metric, "cider": metric | {"stderr": None}}}] * 3
+    # a caption score near 0 whose seeds spread: mean − a t quantile passes below 0
+    low_scores = np.stack([(rng.random(ITEMS) < p).astype(float) for p in (0.01, 0.3, 0.01)])
+    assert mean_interval(low_scores)[1] < 0.0
+    items = [
+        {"hits": list(row), "cider": list(low)} for row, low in zip(scores, low_scores, strict=True)
+    ]
+    summary = _summary(seeds, items)
+    assert summary["hits"]["interval95"][1] == 1.0  # an accuracy: within [0, 1]
+    assert summary["cider"]["interval95"][0] == 0.0  # a caption score: at least 0
+    assert summary["cider"]["interval95"][1] > low_scores.mean()
 
 
 def _paired(diff: float, half: float, seed_share: float = 0.5) -> dict:

@@ -166,10 +166,16 @@ def paired_difference(
 
 
 def mean_interval(
-    scores: np.ndarray, confidence: float = 0.95, seed: int = 0
+    scores: np.ndarray,
+    confidence: float = 0.95,
+    seed: int = 0,
+    bounds: tuple[float, float] = (-np.inf, np.inf),
 ) -> tuple[float, float, float]:
     """The mean of one family's per-item scores (seeds, items) and its interval, resampled over
-    items and seeds as `paired_difference` does (against a constant)."""
+    items and seeds as `paired_difference` does (against a constant). The interval is cut to
+    `bounds`, the values the metric can take: with few seeds that spread widely, mean ± a t
+    quantile can pass them (an accuracy's above 100%), and the mean itself cannot."""
     scores = np.atleast_2d(np.asarray(scores, float))
     d = paired_difference(scores, np.zeros((1, scores.shape[1])), confidence=confidence, seed=seed)
-    return d.difference, d.low, d.high
+    low, high = bounds
+    return d.difference, max(d.low, low), min(d.high, high)

@@ -36,7 +36,11 @@ def _summary(seeds: list[dict[str, Any]], items: list[ItemScores | None]) -> dic
         }
         scored = [i[name] for i in items if i and name in i]
         if items and len(scored) == len(items) and len({len(x) for x in scored}) == 1:
-            _, low, high = mean_interval(np.array(scored))
+            # An accuracy-like metric (it has a binomial standard error) lies in [0, 1];
+            # caption scores are at least 0.
+            binomial = first.get("stderr") is not None
+            bounds = (0.0, 1.0) if binomial else (0.0, np.inf)
+            _, low, high = mean_interval(np.array(scored), bounds=bounds)
             out[name]["interval95"] = [low, high]
     return out
 
