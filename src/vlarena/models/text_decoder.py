@@ -166,11 +166,14 @@ class TextDecoder(nn.Module):
         time with the KV cache: a prefix that candidates share is computed once per image, the
         cross-attention keys and values once per image, and the output layer only where a label
         is read, in blocks of rows. With one candidate list for every image (a retrieval pool),
-        the first layer's self-attention, which reads only the text, runs once for all images. The same numbers as `score_pairs`, a full pass per (image,
-        candidate), which it falls back to where the tree does not pay: when the candidates
-        share less than half of their prefixes and the output layer costs less per position
-        than the decoder layers (a small vocabulary), a pass per pair runs the same work in
-        larger matrix products. `tree` forces one way (True: the tree, False: a pass per pair).
+        the first layer's self-attention, which reads only the text, runs once for all images.
+        The same numbers as `score_pairs`, a full pass per (image, candidate), which it falls
+        back to where the tree does not pay: when the candidates share less than half of their
+        prefixes and the output layer costs less per position than the decoder layers (a small
+        vocabulary), a pass per pair runs the same work in larger matrix products. `tree`
+        forces one way (True: the tree, False: a pass per pair). `max_prefixes` bounds the rows
+        of one decoder step, and so the cache's memory (twice that for a tree shared by every
+        image, whose first layer is cached once).
         """
         b = memory.shape[0]
         per_row = self._candidate_lists(b, candidates)
