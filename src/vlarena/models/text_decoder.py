@@ -172,8 +172,8 @@ class TextDecoder(nn.Module):
         prefixes and the output layer costs less per position than the decoder layers (a small
         vocabulary), a pass per pair runs the same work in larger matrix products. `tree`
         forces one way (True: the tree, False: a pass per pair). `max_prefixes` bounds the rows
-        of one decoder step, and so the cache's memory (twice that for a tree shared by every
-        image, whose first layer is cached once).
+        of one decoder step, and so the cache's memory; a tree shared by every image caches its
+        first layer once, so it steps over n_layers / (n_layers - 1) times as many rows.
         """
         b = memory.shape[0]
         per_row = self._candidate_lists(b, candidates)
