@@ -97,6 +97,26 @@ def test_vl_jepa_scratch_prior_trains_its_own_text_encoder_jointly(tmp_path):
     assert torch.allclose(loaded.encode_text(TEXTS), model.encode_text(TEXTS), atol=1e-6)
 
 
+def test_target_encoding_costs_the_same_whether_or_not_the_cache_holds_the_texts():
+    from vlarena.nn.flops import count_flops
+
+    cfg = make_config("vl-jepa", {"preset": "tiny", "text_prior": "pretrained"})
+    model = build_model("vl-jepa", cfg, TEXTS)
+    texts = [*TEXTS, "a hat", TEXTS[0]]  # a repeat is encoded once
+    first = model.prepare_texts(texts)
+    assert all(t in model.y_encoder.cache.memory for t in texts)
+    assert model.prepare_texts(texts) == first  # every text a cache hit now
+    # each distinct text at its own length, as encoding them one by one counts
+    backbone = model.y_encoder.backbone
+    one_by_one = sum(count_flops(lambda t=t: backbone([t]))[1] for t in dict.fromkeys(texts))
+    assert first == one_by_one > 0
+    # a Y-encoder trained from scratch encodes its targets in the training step instead
+    scratch = build_model(
+        "vl-jepa", make_config("vl-jepa", {"preset": "tiny", "text_prior": "scratch"}), TEXTS
+    )
+    assert scratch.prepare_texts(texts) == 0
+
+
 def test_scratch_text_encoder_serves_from_minilm_word_piece_ids():
     model = build_model(
         "vl-jepa", make_config("vl-jepa", {"preset": "tiny", "text_prior": "scratch"}), TEXTS

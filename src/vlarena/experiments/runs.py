@@ -75,7 +75,7 @@ def train_run(
     distinct = len(set(targets))
     on_event(ProgressEvent("prepare-texts", 0, distinct, "texts"))
     started = time.perf_counter()
-    _, target_flops = count_flops(lambda: model.prepare_texts(targets))
+    target_flops = model.prepare_texts(targets)
     target_seconds = time.perf_counter() - started
     on_event(ProgressEvent("prepare-texts", distinct, distinct, "texts"))
     emit_log(on_event, f"prepared {distinct} target texts in {target_seconds:.1f} s")

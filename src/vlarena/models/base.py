@@ -95,9 +95,11 @@ class VLModel(nn.Module):
         model has an intermediate one (VL-JEPA's embeddings): the ceiling of its decoder."""
         return None
 
-    def prepare_texts(self, texts: Sequence[str]) -> None:
+    def prepare_texts(self, texts: Sequence[str]) -> int:
         """Precomputes what the model needs of the texts it will read (cached target
-        embeddings), so that training steps measure only training."""
+        embeddings), so that training steps measure only training; returns the FLOPs that
+        precomputing costs (0 where there is nothing to precompute)."""
+        return 0
 
     def auxiliary_stage(
         self,

@@ -247,11 +247,19 @@ class VLJEPA(VLModel):
         target = self.encode_text(batch["texts"])
         return self.loss_fn(pred, target, batch["text_ids"])
 
-    def prepare_texts(self, texts: Sequence[str]) -> None:
-        if not self.y_encoder.trainable:
-            distinct = list(dict.fromkeys(texts))
-            for s in range(0, len(distinct), 1024):
-                self.y_encoder.pooled(distinct[s : s + 1024])
+    def prepare_texts(self, texts: Sequence[str]) -> int:
+        """Encodes each distinct target once with the frozen Y-encoder (through its cache);
+        returns the FLOPs that costs, counted even for texts the cache already held, so a
+        run's cost does not depend on what ran before it. A trained Y-encoder encodes its
+        targets in each training step, counted there: 0."""
+        if self.y_encoder.trainable:
+            return 0
+        distinct = list(dict.fromkeys(texts))
+        for s in range(0, len(distinct), 1024):
+            self.y_encoder.pooled(distinct[s : s + 1024])
+        backbone = self.y_encoder.backbone
+        assert isinstance(backbone, MiniLM)
+        return backbone.encoding_flops(distinct)
 
     def lr_multipliers(self) -> dict[str, float]:
         return {"y_encoder.backbone.": self.cfg.y_lr_mult} if self.y_encoder.pretrained else {}

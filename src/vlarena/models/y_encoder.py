@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from torch import Tensor, nn
 
 from vlarena.data.tokenizer import Vocabulary
 from vlarena.nn import LearnedPositionalEncoding, TransformerEncoder, init_weights
+from vlarena.nn.flops import count_flops
 
 MINILM = "all-MiniLM-L6-v2"
 MINILM_DIM = 384
@@ -55,6 +57,7 @@ class MiniLM(nn.Module):
         self.tokenizer = AutoTokenizer.from_pretrained(minilm_path())
         self.backbone = _pretrained_minilm()
         self.max_len = max_len
+        self._flops_by_length: dict[int, int] = {}
 
     def forward(self, texts: Sequence[str]) -> Tensor:
         device = next(self.backbone.parameters()).device
@@ -77,6 +80,22 @@ class MiniLM(nn.Module):
     def embed(self, texts: Sequence[str], batch_size: int = 256) -> Tensor:
         out = [self(texts[s : s + batch_size]) for s in range(0, len(texts), batch_size)]
         return torch.cat(out).float().cpu() if out else torch.zeros(0, MINILM_DIM)
+
+    @torch.no_grad()
+    def encoding_flops(self, texts: Sequence[str]) -> int:
+        """FLOPs of encoding each of `texts` once at its own token length, without padding:
+        what the texts cost this encoder whether or not a cache already holds them, and
+        whatever batches they were encoded in. Counted on one sequence of each length."""
+        ids = self.tokenizer(list(texts), truncation=True, max_length=self.max_len)["input_ids"]
+        device = next(self.backbone.parameters()).device
+        total = 0
+        for length, n in Counter(len(row) for row in ids).items():
+            if length not in self._flops_by_length:
+                one = torch.ones(1, length, dtype=torch.long, device=device)
+                _, flops = count_flops(lambda one=one: self.encode_ids(one, torch.ones_like(one)))
+                self._flops_by_length[length] = flops
+            total += n * self._flops_by_length[length]
+        return total
 
 
 class EmbeddingCache:
