@@ -92,7 +92,8 @@ class MiniLM(nn.Module):
         for length, n in Counter(len(row) for row in ids).items():
             if length not in self._flops_by_length:
                 one = torch.ones(1, length, dtype=torch.long, device=device)
-                _, flops = count_flops(lambda one=one: self.encode_ids(one, torch.ones_like(one)))
+                mask = torch.ones_like(one)
+                _, flops = count_flops(lambda: self.encode_ids(one, mask))  # noqa: B023
                 self._flops_by_length[length] = flops
             total += n * self._flops_by_length[length]
         return total
