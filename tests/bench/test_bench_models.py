@@ -86,3 +86,33 @@ def test_floors_report_misses_and_count_a_missing_value_as_missed(capsys) -> Non
     assert bench.floor_lines(metrics, Console()) == ["i2t_r1@1000"]
     assert "≥ 41.5%: 41.4% MISSED" in capsys.readouterr().out
     assert bench.floor_lines(None, Console()) == ["i2t_r1@100", "i2t_r1@1000"]
+
+
+def _selective(selective: float | None, raw: float | None) -> dict:
+    beats = None if None in (selective, raw) else selective > raw  # type: ignore[operator]
+    return {
+        "streams": 64,
+        "framesPerStream": 64,
+        "trueSegmentsPerStream": 6.4,
+        "everyFrameCider": 1.2,
+        "chanceCider": 0.1,
+        "ratioVsEveryFrame": 5.0,
+        "headline": {
+            "paper": 2.85,
+            "selective": {"ratio": selective},
+            "rawFeature": {"ratio": raw},
+            "selectiveBeatsRawFeature": beats,
+        },
+    }
+
+
+def test_selective_decoding_floor_is_beating_raw_feature_segmentation(capsys) -> None:
+    assert bench.selective_lines(_selective(3.1, 1.4), Console(width=250)) == []
+    out = capsys.readouterr().out
+    assert "selective 3.10× (paper 2.85×), raw-feature segmentation 1.40×" in out
+    assert "5.00× fewer decodes than every frame" in out and "met" in out
+    # below the baseline, a ratio never reached, or no measurement at all: the floor is missed
+    assert bench.selective_lines(_selective(1.2, 1.4), Console()) == [bench.SELECTIVE_FLOOR]
+    assert bench.selective_lines(_selective(None, 1.4), Console()) == [bench.SELECTIVE_FLOOR]
+    assert "not reached" in capsys.readouterr().out
+    assert bench.selective_lines(None, Console()) == [bench.SELECTIVE_FLOOR]
