@@ -116,3 +116,29 @@ def test_selective_decoding_floor_is_beating_raw_feature_segmentation(capsys) ->
     assert bench.selective_lines(_selective(None, 1.4), Console()) == [bench.SELECTIVE_FLOOR]
     assert "not reached" in capsys.readouterr().out
     assert bench.selective_lines(None, Console()) == [bench.SELECTIVE_FLOOR]
+
+
+def test_floor_selective_runs_on_the_floor_model_and_is_reused_while_it_holds(
+    tmp_path, tiny_compare, monkeypatch
+) -> None:
+    from tests.conftest import TINY_DATA
+
+    from vlarena.evaluation.report import selective as module
+
+    monkeypatch.setattr(bench, "FASHION", TINY_DATA)
+    floor = tmp_path / bench.FLOOR_NAME  # the tiny compare job's VL-JEPA stands in its place
+    floor.mkdir()
+    for name in ("metrics.json", "vl-jepa"):
+        (floor / name).symlink_to(tiny_compare["workdir"] / name)
+    said: list[str] = []
+    result = bench.floor_selective(tmp_path, True, said.append)
+    assert result["streams"] == 8 and result["seconds"] > 0
+    assert result["headline"]["paper"] == 2.85 and said == ["floor: selective decoding, 8 streams"]
+
+    def again(*args, **kwargs):
+        raise AssertionError("a kept measurement of the same model is not run again")
+
+    monkeypatch.setattr(module, "selective_decoding", again)
+    assert bench.floor_selective(tmp_path, True, said.append) == result
+    kept = tmp_path / bench.FLOOR_NAME / "selective.json"
+    assert kept.exists() and len(said) == 1
