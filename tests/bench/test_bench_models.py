@@ -89,7 +89,7 @@ def test_floors_report_misses_and_count_a_missing_value_as_missed(capsys) -> Non
 
 
 def _selective(selective: float | None, raw: float | None) -> dict:
-    beats = None if None in (selective, raw) else selective > raw  # type: ignore[operator]
+    rate = {"every": 2, "cider": 5.0, "uniformDecodes": 32}
     return {
         "streams": 64,
         "framesPerStream": 64,
@@ -99,9 +99,8 @@ def _selective(selective: float | None, raw: float | None) -> dict:
         "ratioVsEveryFrame": 5.0,
         "headline": {
             "paper": 2.85,
-            "selective": {"ratio": selective},
-            "rawFeature": {"ratio": raw},
-            "selectiveBeatsRawFeature": beats,
+            "selective": {"ratio": selective, "rates": [rate | {"decodes": 6.6}]},
+            "rawFeature": {"ratio": raw, "rates": [rate | {"decodes": None}]},
         },
     }
 
@@ -113,7 +112,10 @@ def test_selective_decoding_floor_is_beating_raw_feature_segmentation(capsys) ->
     assert "5.00× fewer decodes than every frame" in out and "met" in out
     # below the baseline, a ratio never reached, or no measurement at all: the floor is missed
     assert bench.selective_lines(_selective(1.2, 1.4), Console()) == [bench.SELECTIVE_FLOOR]
+    assert "1/2   uniform CIDEr 5.000 in 32 decodes: selective 6.6, raw feature never" in out
     assert bench.selective_lines(_selective(None, 1.4), Console()) == [bench.SELECTIVE_FLOOR]
+    # a baseline that never reaches some rate is beaten by a curve that reaches them all
+    assert bench.selective_lines(_selective(2.4, None), Console()) == []
     assert "not reached" in capsys.readouterr().out
     assert bench.selective_lines(None, Console()) == [bench.SELECTIVE_FLOOR]
 

@@ -21,6 +21,7 @@ from vlarena.evaluation.report.selective import (
     SelectiveConfig,
     StreamSpec,
     TooFewStreamImages,
+    beats,
     boundary_f1,
     curve_lines,
     frame_embeddings,
@@ -200,14 +201,20 @@ def test_benchmark_scores_uniform_selective_and_raw_feature_curves(tiny_models, 
         if head[curve]["ratio"] is not None:
             logs = [math.log(r["ratio"]) for r in rates]
             assert head[curve]["ratio"] == pytest.approx(math.exp(np.mean(logs)))
-    if None not in (head["selective"]["ratio"], head["rawFeature"]["ratio"]):
-        assert head["selectiveBeatsRawFeature"] == (
-            head["selective"]["ratio"] > head["rawFeature"]["ratio"]
-        )
+    assert head["selectiveBeatsRawFeature"] == beats(
+        head["selective"]["ratio"], head["rawFeature"]["ratio"]
+    )
     assert len(result["example"]["rawFeatureStarts"]) == len(result["example"]["trueStarts"])
     lines = "\n".join(curve_lines(result))
     assert "headline, geometric mean over 1/2 to 1/16" in lines and "(paper: 2.85×)" in lines
     assert "raw feature" in lines and "oracle" in lines
+
+
+def test_a_curve_that_never_reaches_a_rate_is_beaten_by_one_that_reaches_them_all():
+    assert beats(2.4, 1.9) is True and beats(1.9, 2.4) is False and beats(2.0, 2.0) is False
+    assert beats(2.4, None) is True  # the baseline never reached some rate's CIDEr
+    assert beats(None, 1.2) is False
+    assert beats(None, None) is None
 
 
 def test_a_token_model_has_no_selective_decoding(tiny_models, tiny_splits):

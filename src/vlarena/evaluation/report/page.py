@@ -412,7 +412,7 @@ def _selective(report: Mapping[str, Any], page: Page) -> str:
     beats = {
         True: "selective decoding beats it",
         False: "selective decoding does <strong>not</strong> beat it",
-        None: "no comparison: a curve does not reach every uniform rate's CIDEr",
+        None: "no comparison: neither curve reaches every uniform rate's CIDEr",
     }[head["selectiveBeatsRawFeature"]]
     rates = "".join(
         f"<tr><td>1/{s['every']}</td><td>{s['cider']:.3f}</td><td>{s['uniformDecodes']:.0f}</td>"

@@ -352,6 +352,15 @@ def ratios_at_uniform_rates(
     return {"ratio": geometric, "rates": rates}
 
 
+def beats(ratio: float | None, baseline: float | None) -> bool | None:
+    """Whether a curve's headline ratio beats a baseline's. A curve without one never reached
+    some uniform rate's CIDEr, however many segments it decoded: it is below any curve that
+    reached them all. None when neither reached them all."""
+    if ratio is None or baseline is None:
+        return None if ratio is None and baseline is None else baseline is None
+    return ratio > baseline
+
+
 def boundary_f1(true_starts: Sequence[int], found: Sequence[int], tolerance: int = 1) -> float:
     """F1 of found segment boundaries against the true ones (within `tolerance` frames)."""
     truth, guess = list(true_starts[1:]), list(found[1:])
@@ -447,8 +456,9 @@ def selective_decoding(
         "paper": PAPER_RATIO,
         **{curve: ratios_at_uniform_rates(uniform, points) for curve, points in segmented.items()},
     }
-    ratios = (headline["selective"]["ratio"], headline["rawFeature"]["ratio"])
-    headline["selectiveBeatsRawFeature"] = None if None in ratios else ratios[0] > ratios[1]
+    headline["selectiveBeatsRawFeature"] = beats(
+        headline["selective"]["ratio"], headline["rawFeature"]["ratio"]
+    )
     model.train(was_training)
     return {
         "spec": asdict(spec),
@@ -538,7 +548,7 @@ def curve_lines(result: dict[str, Any]) -> list[str]:
         + {
             True: "selective decoding beats raw-feature segmentation",
             False: "selective decoding does not beat raw-feature segmentation",
-            None: "no comparison (a curve does not reach every uniform rate's CIDEr)",
+            None: "no comparison (neither curve reaches every uniform rate's CIDEr)",
         }[head["selectiveBeatsRawFeature"]],
         f"CIDEr of decoding every frame: {result['everyFrameCider']:.3f} "
         f"(chance, other segments' captions: {result['chanceCider']:.3f})",
