@@ -217,3 +217,14 @@ def test_the_serving_benchmark_measures_inference_through_the_gateway(
         assert cell.requests > 0 and cell.errors == 0 and cell.rounds == 2
         assert cell.ips_low <= cell.images_per_second <= cell.ips_high
         assert cell.p50_ms > 0 and cell.p99_ms >= cell.p50_ms * 0.5
+
+
+def test_the_benchmarks_batch_cap_keeps_the_preferred_sizes_within_it():
+    from vlarena.bench.serving import capped
+    from vlarena.serving.repository import Batching
+
+    exported = Batching(32, (8, 16, 32), 1000)
+    assert capped(exported, None) is exported
+    assert capped(exported, 8) == Batching(8, (8,), 1000)
+    assert capped(exported, 16) == Batching(16, (8, 16), 1000)
+    assert capped(exported, 4) == Batching(4, (4,), 1000)  # none within: the cap itself

@@ -310,11 +310,23 @@ TRITON_CONFIGS = (
 )
 
 
-def bench_repository(root: Path, manifest: ServingManifest, threads: int) -> list[str]:
+def capped(batching: Batching, max_batch: int | None) -> Batching:
+    """`batching` with its largest batch capped at `max_batch` (None: as exported), keeping
+    the preferred sizes within the cap (the cap itself when none is)."""
+    if max_batch is None:
+        return batching
+    preferred = tuple(b for b in batching.preferred_batch_sizes or () if b <= max_batch)
+    return Batching(max_batch, preferred or (max_batch,), batching.max_queue_delay_us)
+
+
+def bench_repository(
+    root: Path, manifest: ServingManifest, threads: int, max_batch: int | None = None
+) -> list[str]:
     """The three Triton models of (b)-(d): the same FP32 graph without and with dynamic
-    batching, and the INT8 graph with it; one instance each."""
+    batching, and the INT8 graph with it; one instance each. `max_batch` caps the dynamic
+    batch (a CPU whose graph runs no faster per image at larger batches)."""
     part = manifest.parts["vision"]
-    dynamic = part.batching
+    dynamic = capped(part.batching, max_batch)
     static = Batching(dynamic.max_batch_size, None, 0)
     desired = {
         "bench.vision.nobatch": DesiredModel(
@@ -666,6 +678,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--alias", default="production", help="the model's alias ('' for none)")
     parser.add_argument("--no-gateway", action="store_true", help="skip (e) and (f)")
     parser.add_argument(
+        "--max-batch",
+        type=int,
+        help="cap the vision model's dynamic batch in (c) and (d) (default: as exported)",
+    )
+    parser.add_argument(
         "--quiet-wait",
         type=float,
         default=QUIET_WAIT_SECONDS,
@@ -675,6 +692,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, help="cache of the trained model (default .cache)")
     args = parser.parse_args(argv)
     levels = tuple(int(c) for c in args.concurrency.split(","))
+    if args.max_batch is not None and args.max_batch < 1:
+        parser.error("--max-batch must be at least 1")
     if args.rounds < 1 or args.duration <= 0:
         parser.error("--rounds must be at least 1 and --duration positive")
     if args.gateway and not args.model:
@@ -698,7 +717,7 @@ def main(argv: list[str] | None = None) -> int:
     cells = [bench_torch(encoder, images, n, args.duration, args.rounds) for n in levels]
     onnx = bench_onnx(manifest, images, args.threads, args.duration, args.rounds)
     with tempfile.TemporaryDirectory(prefix="vlarena-bench-serving-") as tmp:
-        names = bench_repository(Path(tmp) / "repository", manifest, args.threads)
+        names = bench_repository(Path(tmp) / "repository", manifest, args.threads, args.max_batch)
         with LocalTriton(Path(tmp) / "repository", load_models=names, workdir=Path(tmp)) as server:
             triton_cells, tallies = asyncio.run(
                 run_triton(server, images, levels, args.duration, args.rounds)
