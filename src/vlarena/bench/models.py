@@ -18,9 +18,9 @@ Then `floor`: VL-JEPA alone trained as the prototype of CALIBRATION.md was (fash
 grids (R@1 among 100 and among 1,000, 10 pools each) against the prototype's figures, with
 selective decoding's stream benchmark on that model (64 streams of fashion-grid test grids):
 its headline ratio beside the paper's 2.85×, and whether it beats the same clustering of raw
-X-encoder features, the floor it has to clear; and a probe of positional captions: the mean cosine between captions that only swap two slots'
-items, in raw MiniLM and in each VL-JEPA's target space, and how often each model prefers the
-true caption (chance 50%).
+X-encoder features, the floor it has to clear. Last, a probe of positional captions: the mean
+cosine between captions that only swap two slots' items, in raw MiniLM and in each VL-JEPA's
+target space, and how often each model prefers the true caption (chance 50%).
 
 Runs are kept under `--out` (default bench-out/models) and reused when their spec is unchanged
 (their provenance hash), so `--only` can re-measure a subset; the tables and `models.json`
@@ -187,7 +187,7 @@ def floor_selective(out: Path, quick: bool, say) -> dict[str, Any]:
     job = JobDir(out / FLOOR_NAME)
     provenance = read_json(job.metrics)["families"][FLOOR_FAMILY]["seeds"][0].get("provenance")
     streams = 8 if quick else SELECTIVE_STREAMS
-    kept = out / FLOOR_NAME / "selective.json"
+    kept = job.path / "selective.json"
     if kept.exists():
         previous = read_json(kept)
         if previous.get("provenance") == provenance and previous.get("streams") == streams:

@@ -356,8 +356,10 @@ def beats(ratio: float | None, baseline: float | None) -> bool | None:
     """Whether a curve's headline ratio beats a baseline's. A curve without one never reached
     some uniform rate's CIDEr, however many segments it decoded: it is below any curve that
     reached them all. None when neither reached them all."""
+    if ratio is None and baseline is None:
+        return None
     if ratio is None or baseline is None:
-        return None if ratio is None and baseline is None else baseline is None
+        return ratio is not None
     return ratio > baseline
 
 
