@@ -6,6 +6,7 @@ each sending one image per request:
 - (b) Triton (the local `tritonserver`, python backend + onnxruntime), no dynamic batching;
 - (c) the same with dynamic batching;
 - (d) the INT8 QDQ graph on Triton with dynamic batching;
+- (cN), with `--max-batch N`: (c) with its dynamic batch capped at N, in the same rounds;
 
 - (e), (f): end to end, `POST /v1/embed/image` and `POST /v1/classify` (5 labels) through the
   gateway to Triton: a local stack (`vlarena demo`'s) with a small VL-JEPA trained and promoted
@@ -24,7 +25,7 @@ again when its INT8 recipe is not the one asked for). Targets, on this CPU: (c) 
 top-1 drop of at most 1 point, its graph holding QuantizeLinear/DequantizeLinear ops.
 
 Run with `python -m vlarena.bench.serving [--run-dir RUN] [--duration S] [--rounds N]
-[--int8-weights auto|full|reduced] [--gateway URL --api-key K --model NAME | --no-gateway]
+[--int8-weights auto|full|reduced] [--max-batch N] [--gateway URL --api-key K --model NAME | --no-gateway]
 [--out DIR]`; without a run directory it trains (once, cached) a small VL-JEPA on fashion-grid
 to measure accuracy with. It writes `<out>/serving.json` and exits non-zero when a target is
 missed.
@@ -308,6 +309,18 @@ TRITON_CONFIGS = (
     ("bench.vision", "(c) Triton, dynamic batching"),
     ("bench.vision.int8", "(d) Triton INT8, dynamic batching"),
 )
+CAPPED_MODEL = "bench.vision.capped"
+
+
+def triton_configs(max_batch: int | None) -> tuple[tuple[str, str], ...]:
+    """The Triton models measured and their labels: (b)-(d), and with a batch cap N also
+    (cN), (c)'s graph batched at most N at a time, measured in the same rounds as (c)."""
+    if max_batch is None:
+        return TRITON_CONFIGS
+    return (
+        *TRITON_CONFIGS,
+        (CAPPED_MODEL, f"(c{max_batch}) Triton, dynamic batching ≤ {max_batch}"),
+    )
 
 
 def capped(batching: Batching, max_batch: int | None) -> Batching:
@@ -322,40 +335,45 @@ def capped(batching: Batching, max_batch: int | None) -> Batching:
 def bench_repository(
     root: Path, manifest: ServingManifest, threads: int, max_batch: int | None = None
 ) -> list[str]:
-    """The three Triton models of (b)-(d): the same FP32 graph without and with dynamic
-    batching, and the INT8 graph with it; one instance each. `max_batch` caps the dynamic
-    batch (a CPU whose graph runs no faster per image at larger batches)."""
+    """The Triton models of (b)-(d): the same FP32 graph without and with dynamic batching,
+    and the INT8 graph with it; one instance each. With `max_batch`, also (cN): (c)'s graph
+    with its dynamic batch capped at `max_batch`, for a CPU whose graph runs no faster per
+    image at larger batches."""
     part = manifest.parts["vision"]
-    dynamic = capped(part.batching, max_batch)
+    dynamic = part.batching
     static = Batching(dynamic.max_batch_size, None, 0)
+    fp32, int8 = manifest.path_of("vision"), manifest.path_of("vision", "int8")
     desired = {
-        "bench.vision.nobatch": DesiredModel(
-            part.inputs, part.outputs, static, {1: manifest.path_of("vision")}
-        ),
-        "bench.vision": DesiredModel(
-            part.inputs, part.outputs, dynamic, {1: manifest.path_of("vision")}
-        ),
-        "bench.vision.int8": DesiredModel(
-            part.inputs, part.outputs, dynamic, {1: manifest.path_of("vision", "int8")}
-        ),
+        "bench.vision.nobatch": DesiredModel(part.inputs, part.outputs, static, {1: fp32}),
+        "bench.vision": DesiredModel(part.inputs, part.outputs, dynamic, {1: fp32}),
+        "bench.vision.int8": DesiredModel(part.inputs, part.outputs, dynamic, {1: int8}),
     }
+    if max_batch is not None:
+        desired[CAPPED_MODEL] = DesiredModel(
+            part.inputs, part.outputs, capped(dynamic, max_batch), {1: fp32}
+        )
     write_plan(ModelRepository(root, intra_op_threads=threads), desired)
     return sorted(desired)
 
 
 async def run_triton(
-    server: LocalTriton, images: np.ndarray, levels: tuple[int, ...], duration: float, rounds: int
+    server: LocalTriton,
+    images: np.ndarray,
+    levels: tuple[int, ...],
+    duration: float,
+    rounds: int,
+    configs: tuple[tuple[str, str], ...] = TRITON_CONFIGS,
 ) -> tuple[list[Cell], dict[int, dict[str, Tally]]]:
-    """At each level of concurrency, `rounds` rounds of (b), (c), (d) in turn, each round
-    `duration / rounds` seconds long; the cells and each configuration's rounds."""
+    """At each level of concurrency, `rounds` rounds of `configs` ((b), (c), (d)) in turn,
+    each round `duration / rounds` seconds long; the cells and each configuration's rounds."""
     pool = TritonPool(server.grpc_url, size=4, timeout_s=60)
     cells = []
     tallies: dict[int, dict[str, Tally]] = {}
     try:
         for concurrency in levels:
-            tallies[concurrency] = {model: Tally() for model, _ in TRITON_CONFIGS}
+            tallies[concurrency] = {model: Tally() for model, _ in configs}
             for _ in range(rounds):
-                for model, _ in TRITON_CONFIGS:
+                for model, _ in configs:
                     await bench_triton(
                         pool,
                         model,
@@ -364,7 +382,7 @@ async def run_triton(
                         duration / rounds,
                         tallies[concurrency][model],
                     )
-            for model, label in TRITON_CONFIGS:
+            for model, label in configs:
                 cells.append(_cell(label, concurrency, tallies[concurrency][model]))
     finally:
         await pool.close()
@@ -542,9 +560,12 @@ def report(
     tallies: dict[int, dict[str, Tally]],
     manifest: ServingManifest,
     qdq: dict[str, int],
+    max_batch: int | None = None,
 ) -> dict[str, Any]:
     def at(label: str, concurrency: int) -> Cell:
-        return next(c for c in cells if c.config.startswith(label) and c.concurrency == concurrency)
+        return next(
+            c for c in cells if c.config.split()[0] == label and c.concurrency == concurrency
+        )
 
     top = max(tallies)
     b, c = at("(b)", top), at("(c)", top)
@@ -554,7 +575,7 @@ def report(
     precisions = manifest.accuracy.get("precisions", {})
     drops = precisions.get("int8", {}).get("deltaPoints", {})
     worst_drop = -min(drops.values(), default=float("nan"))
-    return {
+    summary: dict[str, Any] = {
         "concurrency": top,
         "batchingSpeedup": batching["median"],
         "batchingSpeedupInterval": batching,
@@ -573,6 +594,19 @@ def report(
             and min(qdq.values()) > 0
         ),
     }
+    if max_batch is not None:
+        capped_cell = at(f"(c{max_batch})", top)
+        over_b = ratio_interval(rounds[CAPPED_MODEL], rounds["bench.vision.nobatch"])
+        summary["capped"] = {
+            "label": capped_cell.config.split()[0],
+            "speedupInterval": over_b,
+            "overUncappedInterval": ratio_interval(rounds[CAPPED_MODEL], rounds["bench.vision"]),
+            "p99Ms": capped_cell.p99_ms,
+            "met": over_b["median"] >= BATCHING_SPEEDUP_TARGET and capped_cell.p99_ms <= b.p99_ms,
+            "metSurely": over_b["low"] >= BATCHING_SPEEDUP_TARGET
+            and capped_cell.p99_high_ms <= b.p99_low_ms,
+        }
+    return summary
 
 
 def _interval(median: float, low: float, high: float, digits: int = 1) -> str:
@@ -642,6 +676,19 @@ def print_tables(
         f"{summary['batchingP99Ms']['b']:.0f} ms: "
         f"{'met' + surely if summary['batchingMet'] else 'MISSED'}"
     )
+    if "capped" in summary:
+        cap = summary["capped"]
+        ci, cu = cap["speedupInterval"], cap["overUncappedInterval"]
+        surely = " (the whole interval)" if cap["metSurely"] else ""
+        print(
+            f"{cap['label']}/(b) throughput at {n} clients: "
+            f"{_interval(ci['median'], ci['low'], ci['high'], 2)}× "
+            f"= {ci['median'] / BATCHING_SPEEDUP_TARGET:.2f} of the target "
+            f"{BATCHING_SPEEDUP_TARGET}×, p99 {cap['p99Ms']:.0f} vs "
+            f"{summary['batchingP99Ms']['b']:.0f} ms: "
+            f"{'met' + surely if cap['met'] else 'MISSED'}; "
+            f"{cap['label']}/(c) {_interval(cu['median'], cu['low'], cu['high'], 2)}×"
+        )
     print(
         f"(d)/(c) throughput at {n} clients: {_interval(ii['median'], ii['low'], ii['high'], 2)}× "
         f"= {ii['median'] / INT8_SPEEDUP_TARGET:.2f} of the target {INT8_SPEEDUP_TARGET}×, "
@@ -680,7 +727,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--max-batch",
         type=int,
-        help="cap the vision model's dynamic batch in (c) and (d) (default: as exported)",
+        help="also measure (cN): (c) with its dynamic batch capped at N, side by side",
     )
     parser.add_argument(
         "--quiet-wait",
@@ -720,7 +767,14 @@ def main(argv: list[str] | None = None) -> int:
         names = bench_repository(Path(tmp) / "repository", manifest, args.threads, args.max_batch)
         with LocalTriton(Path(tmp) / "repository", load_models=names, workdir=Path(tmp)) as server:
             triton_cells, tallies = asyncio.run(
-                run_triton(server, images, levels, args.duration, args.rounds)
+                run_triton(
+                    server,
+                    images,
+                    levels,
+                    args.duration,
+                    args.rounds,
+                    triton_configs(args.max_batch),
+                )
             )
             cells += triton_cells
     if not args.no_gateway:
@@ -751,7 +805,7 @@ def main(argv: list[str] | None = None) -> int:
     load_end = os.getloadavg()[0]
     load = {"start": load_start, "end": load_end, "busy": load_start > BUSY_LOAD}
     qdq = qdq_op_counts(manifest.path_of("vision", "int8"))
-    summary = report(cells, tallies, manifest, qdq)
+    summary = report(cells, tallies, manifest, qdq, args.max_batch)
     cpu = describe_cpu()
     print_tables(cells, manifest, summary, onnx, cpu, load)
     args.out.mkdir(parents=True, exist_ok=True)
