@@ -24,10 +24,21 @@ def test_a_workload_times_both_scorers_and_checks_they_agree(name):
     assert r["flopsPerPair"]["pairs"] > 0 and 0 < r["utilisation"]["pairs"] < 1
 
 
-def test_the_pool_of_1000_extrapolates_from_fewer_images():
-    pool = scoring.pool_run(scoring.fashion_captions(1000), images=1, preset="tiny")
+def test_the_pool_of_1000_extrapolates_from_fewer_images_and_counts_its_flops():
+    caps = scoring.fashion_captions(1000)
+    pool = scoring.pool_run(caps, images=1, preset="tiny", peak=1e11)
     assert pool["extrapolated"]
     assert pool["secondsFor1000"] == pytest.approx(pool["seconds"] * 1000)
+    # Counted on one image and two, extrapolated to 1,000: the same as counting three images
+    # and adding 997 times the third's share.
+    model = scoring.token_vlm("captions", caps, preset="tiny")
+    memory = scoring._memory(model, 3)
+    counts = [
+        scoring.count_flops(lambda n=n: model.text.score(memory[:n], caps))[1] for n in (2, 3)
+    ]
+    assert pool["flopsFor1000"] == counts[1] + 997 * (counts[1] - counts[0])
+    assert pool["secondsAtPeak"] == pytest.approx(pool["flopsFor1000"] / 1e11)
+    assert 0 < pool["utilisation"] < 1
 
 
 def test_limits_are_measured_once_per_machine(tmp_path, monkeypatch):

@@ -126,13 +126,20 @@ def workload(
     }
 
 
-def pool_run(captions: list[str], images: int, preset: str = "small") -> dict[str, Any]:
+def pool_run(
+    captions: list[str], images: int, preset: str = "small", peak: float | None = None
+) -> dict[str, Any]:
+    """The retrieval pool of 1,000 captions scored against `images` images, timed, and the
+    time for 1,000 images. With the machine's `peak` FLOP/s, also the pool's FLOPs for 1,000
+    images (counted on one image and on two: a shared part and a part per image) and the time
+    they would take at that peak: below it no scorer of exact scores meets the target here."""
     model = token_vlm("captions", captions, preset)
     memory = _memory(model, images)
+    pool = captions[:POOL]
     with torch.no_grad():
-        _, seconds = _timed(lambda: model.text.score(memory, captions[:POOL]))
+        _, seconds = _timed(lambda: model.text.score(memory, pool))
     total = seconds * POOL / images
-    return {
+    result: dict[str, Any] = {
         "images": images,
         "seconds": seconds,
         "secondsFor1000": total,
@@ -140,6 +147,19 @@ def pool_run(captions: list[str], images: int, preset: str = "small") -> dict[st
         "pairsPerSecond": images * POOL / seconds,
         "met": total <= POOL_SECONDS_TARGET,
     }
+    if peak:
+        two = _memory(model, 2)
+        with torch.no_grad():
+            _, one_image = count_flops(lambda: model.text.score(two[:1], pool))
+            _, two_images = count_flops(lambda: model.text.score(two, pool))
+        per_image = two_images - one_image
+        flops = one_image - per_image + POOL * per_image
+        result |= {
+            "flopsFor1000": flops,
+            "secondsAtPeak": flops / peak,
+            "utilisation": utilisation(flops / POOL, POOL / total, peak),
+        }
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -170,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
                 f" vs {r['utilisation']['pairs']:.0%}; max |Δ| {r['maxAbsDifference']:.1e}"
                 f" {'ok' if ok else 'MISSED'}"
             )
-    pool = pool_run(captions, args.pool_images)
+    pool = pool_run(captions, args.pool_images, peak=peak)
     results["pool1000"] = pool
     met &= pool["met"]
     how = f"extrapolated from {pool['images']} images" if pool["extrapolated"] else "measured"
@@ -179,6 +199,12 @@ def main(argv: list[str] | None = None) -> int:
         f" {POOL} images ({how}; {pool['pairsPerSecond']:.0f} pairs/s) ="
         f" {pool['secondsFor1000'] / POOL_SECONDS_TARGET:.2f} of the 5-minute target"
         f" {'ok' if pool['met'] else 'MISSED'}"
+    )
+    reach = "within" if pool["secondsAtPeak"] <= POOL_SECONDS_TARGET else "beyond"
+    print(
+        f"  its {pool['flopsFor1000'] / 1e12:.1f} TFLOP take {pool['secondsAtPeak']:.0f} s at"
+        f" this machine's peak ({pool['utilisation']:.0%} of it used): the target is {reach}"
+        " this CPU's reach"
     )
     write_json(args.out / "scoring.json", results)
     print(f"wrote {args.out / 'scoring.json'}")
