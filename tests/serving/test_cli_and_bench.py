@@ -154,6 +154,13 @@ def test_the_serving_benchmark_measures_every_configuration(
     capped = result["summary"]["capped"]
     assert capped["label"] == "(c2)" and capped["overUncappedInterval"]["n"] == 2
     assert "(c2)/(b) throughput at 4 clients" in printed and "(c2)/(c)" in printed
+    profile = result["profile"]["msPerImageByOperator"]
+    assert profile["fp32"]["Conv"] > 0 and not any(
+        op.startswith("QLinear") for op in profile["fp32"]
+    )
+    assert any(op.startswith("QLinear") for op in profile["int8"])  # the INT8 graph's own ops
+    assert "what this CPU allows" in printed and "where the graphs' time goes" in printed
+    assert result["summary"]["batchingCeiling"]["batch"] in (1, 8, 32)
     assert "medians over 2 rounds" in printed and "load average" in printed
     assert result["cpu"]["cores"] >= 1 and f"{result['cpu']['cores']} cores" in printed
 
@@ -222,6 +229,52 @@ def test_the_serving_benchmark_measures_inference_through_the_gateway(
         assert cell.requests > 0 and cell.errors == 0 and cell.rounds == 2
         assert cell.ips_low <= cell.images_per_second <= cell.ips_high
         assert cell.p50_ms > 0 and cell.p99_ms >= cell.p50_ms * 0.5
+
+
+def test_an_onnxruntime_profile_is_summed_per_operator_type_after_its_warm_up_run():
+    from vlarena.bench.serving import profile_by_op
+
+    def node(op: str, ts: int, dur: int) -> dict:
+        return {
+            "cat": "Node",
+            "name": f"{op}_kernel_time",
+            "ts": ts,
+            "dur": dur,
+            "args": {"op_name": op},
+        }
+
+    trace = [
+        {"cat": "Session", "name": "model_run", "ts": 0, "dur": 100},  # the warm-up
+        node("Conv", 10, 90),
+        {"cat": "Session", "name": "model_run", "ts": 200, "dur": 100},
+        node("Conv", 210, 40),
+        node("QLinearConv", 250, 60),
+        {"cat": "Session", "name": "model_run", "ts": 400, "dur": 100},
+        node("Conv", 410, 40),
+        {"cat": "Session", "name": "session_initialization", "ts": 500, "dur": 9},
+    ]
+    # two runs over 4 images each after the warm-up: µs / 1000 / 8 images, largest first
+    assert profile_by_op(trace, 8) == {"Conv": 0.01, "QLinearConv": 0.0075}
+
+
+def test_the_graphs_alone_bound_what_batching_and_int8_can_gain_on_this_cpu():
+    from vlarena.bench.serving import Round, Tally, _cell, ceilings
+
+    unbatched = _cell("(b)", 32, Tally(rounds=[Round(100, 1.0, 0.1) for _ in range(5)]))
+    onnx = {
+        "fp32": {
+            1: {"median": 110.0, "low": 100.0, "high": 120.0},
+            8: {"median": 120.0, "low": 110.0, "high": 130.0},
+        },
+        "int8/fp32": {
+            1: {"median": 1.02, "low": 0.98, "high": 1.1},
+            8: {"median": 1.08, "low": 1.03, "high": 1.17},
+        },
+    }
+    bound = ceilings(onnx, unbatched)
+    assert bound["batchingCeiling"] == {"batch": 8, "median": 1.2, "low": 1.1, "high": 1.3}
+    assert not bound["batchingBeyondThisCpu"]  # 1.25 lies within [1.1, 1.3]
+    assert bound["int8Ceiling"]["batch"] == 8 and bound["int8BeyondThisCpu"]  # 1.17 < 1.5
 
 
 def test_the_benchmarks_batch_cap_keeps_the_preferred_sizes_within_it():

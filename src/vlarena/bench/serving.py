@@ -215,6 +215,7 @@ def bench_torch(
 
 # --- the graphs alone, in-process --------------------------------------------------------------
 ONNX_BATCHES = (1, 8, 32)
+PROFILE_BATCH = 8
 
 
 def bench_onnx(
@@ -261,6 +262,52 @@ def bench_onnx(
         for b in ONNX_BATCHES
     }
     return out
+
+
+def onnx_profile(
+    manifest: ServingManifest,
+    images: np.ndarray,
+    threads: int,
+    batch: int = PROFILE_BATCH,
+    runs: int = 20,
+) -> dict[str, dict[str, float]]:
+    """Where each graph's time goes on this CPU: onnxruntime's own profile of `runs` runs of
+    the FP32 and the INT8 graph at `batch`, as milliseconds per image by operator type (a
+    fused node counts under its fused type), largest first."""
+    import onnxruntime as ort
+
+    out: dict[str, dict[str, float]] = {}
+    batch_images = np.resize(images, (batch, *images.shape[1:]))
+    with tempfile.TemporaryDirectory(prefix="vlarena-ort-profile-") as tmp:
+        for precision in ("fp32", "int8"):
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = threads
+            options.enable_profiling = True
+            options.profile_file_prefix = str(Path(tmp) / precision)
+            session = ort.InferenceSession(
+                str(manifest.path_of("vision", precision)),
+                options,
+                providers=["CPUExecutionProvider"],
+            )
+            for _ in range(runs + 1):  # the first is a warm-up, left out below
+                session.run(None, {"images": batch_images})
+            out[precision] = profile_by_op(
+                json.loads(Path(session.end_profiling()).read_text()), runs * batch
+            )
+    return out
+
+
+def profile_by_op(trace: list[dict[str, Any]], images: int) -> dict[str, float]:
+    """Milliseconds per image by operator type in an onnxruntime profile `trace` of runs over
+    `images` images in all, after its first run (a warm-up), largest first."""
+    runs = sorted(e["ts"] + e["dur"] for e in trace if e.get("name") == "model_run")
+    warm = runs[0] if runs else 0
+    totals: dict[str, float] = {}
+    for event in trace:
+        op = event.get("args", {}).get("op_name")
+        if event.get("cat") == "Node" and op and event["ts"] >= warm:
+            totals[op] = totals.get(op, 0.0) + event["dur"] / 1000 / images
+    return dict(sorted(totals.items(), key=lambda kv: -kv[1]))
 
 
 # --- (b), (c), (d) Triton ------------------------------------------------------------------------
@@ -560,6 +607,7 @@ def report(
     tallies: dict[int, dict[str, Tally]],
     manifest: ServingManifest,
     qdq: dict[str, int],
+    onnx: dict[str, dict[int, dict[str, float]]],
     max_batch: int | None = None,
 ) -> dict[str, Any]:
     def at(label: str, concurrency: int) -> Cell:
@@ -594,6 +642,7 @@ def report(
             and min(qdq.values()) > 0
         ),
     }
+    summary |= ceilings(onnx, b)
     if max_batch is not None:
         capped_cell = at(f"(c{max_batch})", top)
         over_b = ratio_interval(rounds[CAPPED_MODEL], rounds["bench.vision.nobatch"])
@@ -609,6 +658,29 @@ def report(
     return summary
 
 
+def ceilings(onnx: dict[str, dict[int, dict[str, float]]], unbatched: Cell) -> dict[str, Any]:
+    """What this CPU allows, from the graphs alone: (c) cannot serve faster than the FP32
+    graph runs in-process at its best batch size, so that over (b)'s requests/s bounds (c)/(b);
+    and INT8's gain over FP32 in-process at its best batch size bounds (d)/(c). Each with its
+    interval ((c)/(b)'s from the two intervals' ends, INT8's from the ratios per round)."""
+    best = max(onnx["fp32"], key=lambda b: onnx["fp32"][b]["median"])
+    graph = onnx["fp32"][best]
+    batching = {
+        "batch": best,
+        "median": graph["median"] / unbatched.images_per_second,
+        "low": graph["low"] / unbatched.ips_high,
+        "high": graph["high"] / unbatched.ips_low,
+    }
+    best8 = max(onnx["int8/fp32"], key=lambda b: onnx["int8/fp32"][b]["median"])
+    int8 = {"batch": best8, **onnx["int8/fp32"][best8]}
+    return {
+        "batchingCeiling": batching,
+        "batchingBeyondThisCpu": batching["high"] < BATCHING_SPEEDUP_TARGET,
+        "int8Ceiling": int8,
+        "int8BeyondThisCpu": int8["high"] < INT8_SPEEDUP_TARGET,
+    }
+
+
 def _interval(median: float, low: float, high: float, digits: int = 1) -> str:
     return f"{median:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
 
@@ -620,6 +692,7 @@ def print_tables(
     onnx: dict[str, dict[int, dict[str, float]]],
     cpu: dict[str, Any],
     load: dict[str, float],
+    profile: dict[str, dict[str, float]] | None = None,
 ) -> None:
     model = cpu.get("model", cpu["machine"])
     if "family" in cpu:
@@ -696,6 +769,37 @@ def print_tables(
         f"(target ≤ {INT8_MAX_DROP_POINTS}), QDQ ops {summary['int8QdqOps']}: "
         f"{'met' if summary['int8Met'] else 'MISSED'}"
     )
+    bc, ic = summary["batchingCeiling"], summary["int8Ceiling"]
+    print(
+        f"\nwhat this CPU allows (the graphs alone): (c)/(b) at most "
+        f"{_interval(bc['median'], bc['low'], bc['high'], 2)}× (the FP32 graph at batch "
+        f"{bc['batch']} over (b)), (d)/(c) at most "
+        f"{_interval(ic['median'], ic['low'], ic['high'], 2)}× (INT8 over FP32 at batch "
+        f"{ic['batch']})"
+    )
+    for name, beyond, target in (
+        ("(c)/(b)", summary["batchingBeyondThisCpu"], BATCHING_SPEEDUP_TARGET),
+        ("(d)/(c)", summary["int8BeyondThisCpu"], INT8_SPEEDUP_TARGET),
+    ):
+        if beyond:
+            print(f"  {name}'s target {target}× is beyond this CPU: its whole interval is below")
+    if profile:
+        print_profile(profile)
+
+
+def print_profile(profile: dict[str, dict[str, float]], top: int = 8) -> None:
+    """The graphs' onnxruntime profiles side by side: ms per image by operator type."""
+    ops = [*list(profile["fp32"])[:top], *list(profile["int8"])[:top]]
+    print(
+        f"\nwhere the graphs' time goes (onnxruntime's profile at batch {PROFILE_BATCH}, "
+        "ms per image by operator type)"
+    )
+    print(f"{'operator':<28} {'FP32':>8} {'INT8':>8}")
+    for op in dict.fromkeys(ops):
+        fp32, int8 = profile["fp32"].get(op, 0.0), profile["int8"].get(op, 0.0)
+        print(f"{op:<28} {fp32:>8.2f} {int8:>8.2f}")
+    totals = [sum(profile[p].values()) for p in ("fp32", "int8")]
+    print(f"{'all operators':<28} {totals[0]:>8.2f} {totals[1]:>8.2f}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -763,6 +867,7 @@ def main(argv: list[str] | None = None) -> int:
     encoder = build_x_encoder(XEncoderConfig(image_size=manifest.image_size)).eval()
     cells = [bench_torch(encoder, images, n, args.duration, args.rounds) for n in levels]
     onnx = bench_onnx(manifest, images, args.threads, args.duration, args.rounds)
+    profile = onnx_profile(manifest, images, args.threads)
     with tempfile.TemporaryDirectory(prefix="vlarena-bench-serving-") as tmp:
         names = bench_repository(Path(tmp) / "repository", manifest, args.threads, args.max_batch)
         with LocalTriton(Path(tmp) / "repository", load_models=names, workdir=Path(tmp)) as server:
@@ -805,13 +910,14 @@ def main(argv: list[str] | None = None) -> int:
     load_end = os.getloadavg()[0]
     load = {"start": load_start, "end": load_end, "busy": load_start > BUSY_LOAD}
     qdq = qdq_op_counts(manifest.path_of("vision", "int8"))
-    summary = report(cells, tallies, manifest, qdq, args.max_batch)
+    summary = report(cells, tallies, manifest, qdq, onnx, args.max_batch)
     cpu = describe_cpu()
-    print_tables(cells, manifest, summary, onnx, cpu, load)
+    print_tables(cells, manifest, summary, onnx, cpu, load, profile)
     args.out.mkdir(parents=True, exist_ok=True)
     result = {
         "cells": [asdict(c) for c in cells],
         "onnxruntime": onnx,
+        "profile": {"batch": PROFILE_BATCH, "msPerImageByOperator": profile},
         "accuracy": manifest.accuracy,
         "summary": summary,
         "threads": args.threads,
