@@ -107,10 +107,12 @@ def test_a_tree_keeps_each_shared_prefix_once():
     forest = merge([tree, build_tree([[0, 5, 9]] * 3, [1] * 3)], 3, torch.device("cpu"), pad=-1)
     widths = [level.width for level in forest.levels]
     assert widths == [1, 2, 2]
-    # the second image's narrower levels are padded; its last level continues its own row
+    # the second image's narrower levels are padded; a padding row continues no row (-1)
     assert forest.levels[1].tokens.tolist() == [5, 8, 5, -1]
+    assert forest.levels[1].parents is not None
+    assert forest.levels[1].parents.tolist() == [0, 0, 1, -1]
     assert forest.levels[2].parents is not None
-    assert forest.levels[2].parents.tolist() == [0, 0, 2, 2]
+    assert forest.levels[2].parents.tolist() == [0, 0, -1, -1]
     assert forest.counts.tolist() == [3, 3, 1, 2, 2, 2]
     assert forest.levels[1].parents is not None  # the first image branches there
     assert not forest.shared  # two different trees: nothing is computed once for both

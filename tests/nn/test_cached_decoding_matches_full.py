@@ -121,3 +121,41 @@ def test_reordering_a_fresh_cache_leaves_it_empty() -> None:
     cache.reorder(torch.tensor([1, 0]))
     assert cache.length == 0
     assert cache.cross(0) is None
+
+
+def test_a_prefix_cache_keeps_each_rows_prefix_in_its_slot_copying_only_new_branches() -> None:
+    from vlarena.nn import PrefixCache
+
+    torch.manual_seed(0)
+    cache = PrefixCache(n_layers=2, max_len=6)  # no rows given: it grows when branches need it
+    prefixes: list[list[Tensor]] = [[] for _ in range(2)]  # per row: its k at each position
+    levels = [
+        None,
+        torch.tensor([0, 0, 1]),  # row 0 branches
+        torch.tensor([1, 2, 0, 0, -1]),  # a permutation, a branch and a padding row
+        torch.tensor([3, 0]),  # rows end: the survivors keep their slots
+        torch.tensor([1, 1, 1, 1]),  # one row branches four ways: more slots than ever held
+    ]
+    for t, parents in enumerate(levels):
+        if parents is not None:
+            kept = cache.slots.clone() if cache.slots is not None else None
+            cache.reorder(parents)
+            prefixes = [list(prefixes[p]) if p >= 0 else [] for p in parents.tolist()]
+            if kept is not None and t == 3:
+                assert cache.slots.tolist() == kept[[3, 0]].tolist()  # nothing moved
+        k = torch.randn(len(prefixes), 2, 1, 4)
+        for layer in range(2):
+            keys, values = cache.append(layer, k + layer, -k)
+            assert keys.shape[2] == t + 1 and len(keys) == cache.capacity >= len(prefixes)
+            rows = cache.to_rows(keys)
+            for row, prefix in enumerate(prefixes):
+                if parents is not None and parents[row] < 0:
+                    continue  # a padding row's prefix is nobody's
+                want = torch.cat([*prefix, k[row]], dim=1) if prefix else k[row]
+                torch.testing.assert_close(rows[row], want + layer)
+            torch.testing.assert_close(cache.to_rows(values)[:, :, t], -k[:, :, 0])
+        prefixes = [[*p, k[i]] for i, p in enumerate(prefixes)]
+        # Queries placed in their slots come back in row order.
+        q = torch.randn(len(prefixes), 3)
+        assert torch.equal(cache.to_rows(cache.to_slots(q)), q)
+        cache.advance()

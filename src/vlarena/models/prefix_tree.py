@@ -95,8 +95,9 @@ class Level:
 
     Its rows are `width` per image, image after image (an image whose tree is narrower here
     fills the rest with padding rows that nothing reads). `tokens` (N,) are the inputs;
-    `parents` (N,) the row of the previous level each row continues, or None at level 0 and
-    where they are exactly 0..N-1 (nothing branches or ends, so the cache stays as it is).
+    `parents` (N,) the row of the previous level each row continues (-1 for a padding row),
+    or None at level 0 and where they are exactly 0..N-1 (nothing branches or ends, so the
+    cache stays as it is).
     The labels read here: `read` (R,) the rows whose next-token distribution is needed, and
     per label `row` (into `read`), `token`, and `out`, the flat (image × candidate) score it
     adds to.
@@ -136,7 +137,7 @@ def merge(
     for t in range(depth):
         width = max(len(tree.tokens[t]) for tree in trees if t < len(tree.tokens))
         toks = np.full((len(trees), width), pad, dtype=np.int64)
-        pars = np.repeat(np.arange(len(trees), dtype=np.int64)[:, None] * prev_width, width, 1)
+        pars = np.full((len(trees), width), -1, dtype=np.int64)
         nodes, labels, outs = [], [], []
         for i, tree in enumerate(trees):
             if t >= len(tree.tokens):
@@ -144,7 +145,7 @@ def merge(
             n = len(tree.tokens[t])
             toks[i, :n] = tree.tokens[t]
             if t > 0:
-                pars[i, :n] += tree.parents[t]
+                pars[i, :n] = i * prev_width + tree.parents[t]
             nodes.append(tree.edge_node[t] + i * width)
             labels.append(tree.edge_token[t])
             outs.append(tree.edge_cand[t] + i * candidates)

@@ -224,8 +224,11 @@ class TextDecoder(nn.Module):
         total = memory.new_zeros(forest.images * forest.candidates)
         layers = cast(Sequence[DecoderBlock], self.decoder.layers)
         cross = [block.cross_keys_values(memory) for block in layers]  # once per image
-        cache = PrefixCache(self.n_layers, len(forest.levels))
-        text_cache = PrefixCache(1, len(forest.levels)) if forest.shared else None
+        depth = len(forest.levels)
+        cache = PrefixCache(self.n_layers, depth, max(len(lv.tokens) for lv in forest.levels))
+        text_cache = (
+            PrefixCache(1, depth, max(lv.width for lv in forest.levels)) if forest.shared else None
+        )
         for t, level in enumerate(forest.levels):
             if level.parents is not None:
                 cache.reorder(level.parents)

@@ -124,8 +124,11 @@ class MultiHeadAttention(nn.Module):
     def attend(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
         """Heads q (B, nh, Tq, hs) over every key of k, v (B, nh, Tk, hs), no mask and no
         dropout, through the output projection: (B, Tq, C)."""
-        y = F.scaled_dot_product_attention(q, k, v)
-        B, _, T, _ = q.shape
+        return self.project(F.scaled_dot_product_attention(q, k, v))
+
+    def project(self, y: Tensor) -> Tensor:
+        """Heads' outputs y (B, nh, T, hs) merged and through the output projection: (B, T, C)."""
+        B, _, T, _ = y.shape
         return self.out_proj(y.transpose(1, 2).reshape(B, T, -1))
 
     def forward(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vlarena.nn.attention import MultiHeadAttention
@@ -129,7 +130,9 @@ class DecoderBlock(nn.Module):
         sa = self.self_attn
         h = self.ln1(x)
         k, v = cache.append(layer, sa.heads(sa.k_proj, h), sa.heads(sa.v_proj, h))
-        return x + sa.attend(sa.heads(sa.q_proj, h), k, v)  # one query sees all its prefix
+        # One query sees all its prefix: each row's query attends its own slot of the cache.
+        q = cache.to_slots(sa.heads(sa.q_proj, h))
+        return x + sa.project(cache.to_rows(F.scaled_dot_product_attention(q, k, v)))
 
     def cross_queries(self, x: Tensor, per_memory: int) -> Tensor:
         """The cross-attention queries (N / per_memory, nh, per_memory, hs) of x (N, 1, d)."""
