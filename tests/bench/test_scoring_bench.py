@@ -22,6 +22,10 @@ def test_a_workload_times_both_scorers_and_checks_they_agree(name):
     assert r["pairs"] == 3 * (10 if name == "caption-choice" else 100)
     assert r["speedup"]["n"] == 2 and r["speedup"]["low"] <= r["speedup"]["median"]
     assert r["flopsPerPair"]["pairs"] > 0 and 0 < r["utilisation"]["pairs"] < 1
+    # At the whole peak the tree could run 1 / MFU times faster than it did.
+    ceiling = r["speedupAtPeak"] * r["utilisation"]["tree"]
+    tree_over_pairs = r["pairsPerSecond"]["tree"]["median"] / r["pairsPerSecond"]["pairs"]["median"]
+    assert ceiling == pytest.approx(tree_over_pairs)
 
 
 def test_the_pool_of_1000_extrapolates_from_fewer_images_and_counts_its_flops():
