@@ -196,7 +196,11 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"{'':24s} at this machine's peak the tree's FLOPs allow at most"
                 f" {r['speedupAtPeak']:.2f}×"
-                + (": the target is beyond this CPU's reach" if r["speedupAtPeak"] < SPEEDUP_TARGET else "")
+                + (
+                    ": the target is beyond this CPU's reach"
+                    if r["speedupAtPeak"] < SPEEDUP_TARGET
+                    else ""
+                )
             )
     pool = pool_run(captions, args.pool_images, peak=peak)
     results["pool1000"] = pool

@@ -628,10 +628,9 @@ def report(
         "batchingSpeedup": batching["median"],
         "batchingSpeedupInterval": batching,
         "batchingP99Ms": {"b": b.p99_ms, "c": c.p99_ms},
-        "batchingMet": batching["median"] >= BATCHING_SPEEDUP_TARGET and c.p99_ms <= b.p99_ms,
+        "batchingMet": batching_met(batching, c, b),
         # The whole interval past the target: met beyond the noise of this run.
-        "batchingMetSurely": batching["low"] >= BATCHING_SPEEDUP_TARGET
-        and c.p99_high_ms <= b.p99_low_ms,
+        "batchingMetSurely": batching_met(batching, c, b, surely=True),
         "int8Speedup": int8["median"],
         "int8SpeedupInterval": int8,
         "int8WorstTop1DropPoints": worst_drop,
@@ -644,18 +643,31 @@ def report(
     }
     summary |= ceilings(onnx, b)
     if max_batch is not None:
-        capped_cell = at(f"(c{max_batch})", top)
+        label = f"(c{max_batch})"
+        capped_cell = at(label, top)
         over_b = ratio_interval(rounds[CAPPED_MODEL], rounds["bench.vision.nobatch"])
         summary["capped"] = {
-            "label": capped_cell.config.split()[0],
+            "label": label,
             "speedupInterval": over_b,
             "overUncappedInterval": ratio_interval(rounds[CAPPED_MODEL], rounds["bench.vision"]),
             "p99Ms": capped_cell.p99_ms,
-            "met": over_b["median"] >= BATCHING_SPEEDUP_TARGET and capped_cell.p99_ms <= b.p99_ms,
-            "metSurely": over_b["low"] >= BATCHING_SPEEDUP_TARGET
-            and capped_cell.p99_high_ms <= b.p99_low_ms,
+            "met": batching_met(over_b, capped_cell, b),
+            "metSurely": batching_met(over_b, capped_cell, b, surely=True),
         }
     return summary
+
+
+def batching_met(
+    speedup: dict[str, float], batched: Cell, unbatched: Cell, surely: bool = False
+) -> bool:
+    """The batching target: the speed-up over (b) at least the target with a p99 no worse; by
+    the median, or `surely`: by the whole interval of each."""
+    if surely:
+        return (
+            speedup["low"] >= BATCHING_SPEEDUP_TARGET
+            and batched.p99_high_ms <= unbatched.p99_low_ms
+        )
+    return speedup["median"] >= BATCHING_SPEEDUP_TARGET and batched.p99_ms <= unbatched.p99_ms
 
 
 def ceilings(onnx: dict[str, dict[int, dict[str, float]]], unbatched: Cell) -> dict[str, Any]:

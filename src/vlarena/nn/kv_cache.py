@@ -136,13 +136,12 @@ class PrefixCache:
         real = index >= 0
         parent_slot = old[index.clamp(min=0)]
         # The first continuation of each row keeps its slot; the others need one.
-        order = torch.sort(torch.where(real, index, len(old)), stable=True).indices
-        sorted_index = index[order]
-        first_sorted = torch.ones_like(sorted_index, dtype=torch.bool)
-        first_sorted[1:] = sorted_index[1:] != sorted_index[:-1]
+        n = len(index)
+        first = torch.full_like(old, n).scatter_reduce(
+            0, index[real], torch.arange(n, device=index.device)[real], "amin"
+        )
         keeps = torch.zeros_like(real)
-        keeps[order] = first_sorted
-        keeps &= real
+        keeps[first[first < n]] = True
         slots = torch.full_like(index, -1)
         slots[keeps] = parent_slot[keeps]
         taken = torch.zeros(self.capacity, dtype=torch.bool, device=index.device)
