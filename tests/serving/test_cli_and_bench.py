@@ -145,7 +145,7 @@ def test_the_serving_benchmark_measures_every_configuration(
     speedup = result["summary"]["batchingSpeedupInterval"]
     assert speedup["n"] == 2 and speedup["low"] <= speedup["median"] <= speedup["high"]
     onnx = result["onnxruntime"]
-    assert set(onnx) == {"fp32", "int8", "int8/fp32"}
+    assert set(onnx) == {"fp32", "int8", "int8/fp32", "fp32-cpu-ms", "int8-cpu-ms"}
     assert all(v["median"] > 0 for p in onnx.values() for v in p.values())
     assert set(result["loadAverage"]) == {"start", "end", "busy"}
     assert result["int8Recipe"] == tiny_exports["vl-jepa"].parts["vision"].recipes["int8"]
@@ -161,6 +161,15 @@ def test_the_serving_benchmark_measures_every_configuration(
     assert any(op.startswith("QLinear") for op in profile["int8"])  # the INT8 graph's own ops
     assert "what this CPU allows" in printed and "where the graphs' time goes" in printed
     assert result["summary"]["batchingCeiling"]["batch"] in (1, 8, 32)
+    # Each Triton configuration's CPU per request, split by process; (a) is not metered.
+    for cell in result["cells"]:
+        cpu = cell["cpu_ms"]
+        assert (cell["config"].startswith("(a)") and cpu == {}) or (
+            cpu["backend"] > 0 and cpu["all"] >= cpu["backend"] + cpu["client"] * 0.9
+        )
+    assert "where each request's CPU goes" in printed and "busy cores" in printed
+    assert result["summary"]["batchingCpuCeiling"]["median"] > 0
+    assert result["summary"]["batchingServerCpuRatio"]["median"] > 0
     assert "medians over 2 rounds" in printed and "load average" in printed
     assert result["cpu"]["cores"] >= 1 and f"{result['cpu']['cores']} cores" in printed
 
@@ -286,3 +295,100 @@ def test_the_benchmarks_batch_cap_keeps_the_preferred_sizes_within_it():
     assert capped(exported, 8) == Batching(8, (8,), 1000)
     assert capped(exported, 16) == Batching(16, (8, 16), 1000)
     assert capped(exported, 4) == Batching(4, (4,), 1000)  # none within: the cap itself
+
+
+def test_the_cpu_of_each_request_is_split_by_process_and_bounds_what_batching_can_gain():
+    from vlarena.bench.serving import Round, Tally, _cell, ceilings, cpu_ceiling, cpu_per_request
+
+    def metered(requests: int, client: float, server: float, backend: float) -> Round:
+        cpu = {"client": client, "server": server, "backend": backend}
+        return Round(requests, 1.0, 0.1, cpu=cpu)
+
+    # 1,000 requests a round: 0.5 ms of client, 0.3 of server and 1.2 of backend each.
+    unbatched = _cell("(b)", 32, Tally(rounds=[metered(1000, 0.5, 0.3, 1.2) for _ in range(5)]))
+    assert unbatched.cpu_ms == {"client": 0.5, "server": 0.3, "backend": 1.2, "all": 2.0}
+    assert cpu_per_request([Round(10, 1.0, 0.1)]) == {}  # rounds without a meter
+    # Medians over rounds, each round's CPU over its own requests.
+    mixed = [metered(1000, 1.0, 0.0, 1.0), metered(500, 1.0, 0.0, 1.0), metered(250, 1.0, 0, 1.0)]
+    assert cpu_per_request(mixed)["client"] == 2.0 and cpu_per_request(mixed)["all"] == 4.0
+
+    graph = {
+        1: {"median": 1.0, "low": 0.9, "high": 1.1},
+        32: {"median": 0.7, "low": 0.6, "high": 0.8},
+    }
+    # The backend's 1.2 ms shrinks at best to the graph's 0.7 at batch 32; 0.8 ms stays.
+    bound = cpu_ceiling(graph, unbatched.cpu_ms)
+    assert bound is not None and bound["batch"] == 32 and bound["keptMs"] == 0.8
+    assert (bound["median"], bound["low"], bound["high"]) == (2.0 / 1.5, 2.0 / 1.6, 2.0 / 1.4)
+    assert cpu_ceiling(None, unbatched.cpu_ms) is None and cpu_ceiling(graph, {}) is None
+
+    onnx = {
+        "fp32": {1: {"median": 600.0, "low": 590.0, "high": 610.0}},
+        "int8/fp32": {1: {"median": 1.6, "low": 1.5, "high": 1.7}},
+        "fp32-cpu-ms": {1: {"median": 1.19, "low": 1.1, "high": 1.2}},
+    }
+    summary = ceilings(onnx, unbatched)
+    # 2.0 / (0.8 + 1.1) = 1.05 at most: the target 1.25 lies beyond while 0.8 ms stays.
+    assert summary["batchingCpuCeiling"]["high"] < 1.25 and summary["batchingBeyondByCpu"]
+
+
+def test_the_cpu_meter_reads_the_server_process_and_its_children_apart(tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    from vlarena.bench.serving import CpuMeter
+
+    # A "server" that spins a child (its backend) and then spins itself.
+    script = (
+        "import subprocess, sys, time\n"
+        "child = subprocess.Popen([sys.executable, '-c', 'while True: pass'])\n"
+        "end = time.time() + 60\n"
+        "while time.time() < end: pass\n"
+    )
+    server = subprocess.Popen([sys.executable, "-c", script])
+    try:
+        meter = CpuMeter(server.pid)
+        time.sleep(0.5)  # both running
+        before = meter.read()
+        time.sleep(1.0)
+        after = meter.read()
+    finally:
+        for child in __import__("psutil").Process(server.pid).children(recursive=True):
+            child.kill()
+        server.kill()
+        server.wait()
+    spent = {part: after[part] - before[part] for part in CpuMeter.PARTS}
+    # Two busy processes on two cores: each about a second of CPU; this one almost none.
+    assert spent["server"] > 0.3 and spent["backend"] > 0.3
+    assert spent["client"] < 0.3
+
+
+def test_tritons_own_cpu_per_request_is_compared_round_by_round():
+    from vlarena.bench.serving import Round, Tally, server_cpu_ratio
+
+    def tally(server_ms: float, backend_ms: float, requests: list[int]) -> Tally:
+        return Tally(
+            rounds=[
+                Round(
+                    n,
+                    1.0,
+                    0.1,
+                    cpu={
+                        "client": 9.0,
+                        "server": server_ms * n / 1000,
+                        "backend": backend_ms * n / 1000,
+                    },
+                )
+                for n in requests
+            ]
+        )
+
+    # Per request: 0.5 + 2.5 ms unbatched, 0.5 + 1.5 batched, whatever each round's rate or the
+    # clients' CPU (left out: it would not run on Triton's cores).
+    ratio = server_cpu_ratio(tally(0.5, 2.5, [500, 600, 700]), tally(0.5, 1.5, [900, 800, 1000]))
+    assert ratio == {"median": 1.5, "low": 1.5, "high": 1.5}
+    assert (
+        server_cpu_ratio(Tally(rounds=[Round(5, 1.0, 0.1)]), Tally(rounds=[Round(5, 1.0, 0.1)]))
+        is None
+    )

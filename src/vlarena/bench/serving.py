@@ -24,6 +24,13 @@ again when its INT8 recipe is not the one asked for). Targets, on this CPU: (c) 
 (b)'s throughput at 32 clients with a p99 no worse; (d) at least 1.5× (c)'s throughput with a
 top-1 drop of at most 1 point, its graph holding QuantizeLinear/DequantizeLinear ops.
 
+Where each Triton request's CPU goes is measured in the same rounds: CPU milliseconds per
+request in this process (the clients), in `tritonserver`, and in its python backend's stub
+processes (onnxruntime's graph runs there), beside the graph's own CPU per image in-process.
+With every core busy, throughput is the cores over the CPU per request; batching can shrink
+only the backend's part, so (b)'s CPU per request with its backend replaced by the graph alone
+at its best batch size bounds (c)/(b) on this CPU.
+
 Run with `python -m vlarena.bench.serving [--run-dir RUN] [--duration S] [--rounds N]
 [--int8-weights auto|full|reduced] [--max-batch N] [--gateway URL --api-key K --model NAME | --no-gateway]
 [--out DIR]`; without a run directory it trains (once, cached) a small VL-JEPA on fashion-grid
@@ -51,6 +58,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+import psutil
 
 from vlarena.bench.limits import BUSY_LOAD, QUIET_WAIT_SECONDS, quiet_load
 from vlarena.evaluation.statistics import median_interval
@@ -89,10 +97,40 @@ class Round:
     seconds: float
     p99: float  # seconds
     errors: int = 0
+    cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds by part (`CpuMeter`)
 
     @property
     def rate(self) -> float:
         return self.requests / self.seconds if self.seconds else 0.0
+
+
+class CpuMeter:
+    """CPU seconds so far (user and system, all threads) of the processes a Triton request
+    passes through: this one (`client`: the load generator), `tritonserver` (`server`: its
+    gRPC frontend, scheduler and batcher) and the server's children (`backend`: the python
+    backend's stub processes, where onnxruntime runs the graph)."""
+
+    PARTS = ("client", "server", "backend")
+
+    def __init__(self, server_pid: int) -> None:
+        self._client = psutil.Process()
+        self._server = psutil.Process(server_pid)
+
+    @staticmethod
+    def _seconds(process: psutil.Process) -> float:
+        try:
+            times = process.cpu_times()
+        except psutil.NoSuchProcess:  # a stub that exited: its CPU is no longer counted
+            return 0.0
+        return float(times.user + times.system)
+
+    def read(self) -> dict[str, float]:
+        children = self._server.children(recursive=True)
+        return {
+            "client": self._seconds(self._client),
+            "server": self._seconds(self._server),
+            "backend": sum(self._seconds(child) for child in children),
+        }
 
 
 @dataclass
@@ -104,16 +142,18 @@ class Tally:
     errors: int = 0  # of the round in progress
 
     @contextlib.contextmanager
-    def round(self) -> Iterator[list[float]]:
-        """Collects one round's latencies (yielded, to append to) and errors (`errors`), and
-        closes the round."""
+    def round(self, meter: CpuMeter | None = None) -> Iterator[list[float]]:
+        """Collects one round's latencies (yielded, to append to), errors (`errors`) and,
+        with a `meter`, CPU seconds by part, and closes the round."""
         latencies: list[float] = []
         self.errors = 0
+        before = meter.read() if meter else {}
         started = time.perf_counter()
         yield latencies
         seconds = time.perf_counter() - started
+        cpu = {k: v - before[k] for k, v in meter.read().items()} if meter else {}
         p99 = float(np.percentile(latencies, 99)) if latencies else float("nan")
-        self.rounds.append(Round(len(latencies), seconds, p99, self.errors))
+        self.rounds.append(Round(len(latencies), seconds, p99, self.errors, cpu))
         self.latencies += latencies
 
 
@@ -136,10 +176,29 @@ class Cell:
     p99_low_ms: float = float("nan")
     p99_high_ms: float = float("nan")
     coverage: float = float("nan")
+    # CPU milliseconds per request by part (`CpuMeter.PARTS`, and `all`), medians over rounds.
+    cpu_ms: dict[str, float] = field(default_factory=dict)
 
 
 def _percentile(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) * 1000 if values else float("nan")
+
+
+def cpu_per_request(rounds: list[Round]) -> dict[str, float]:
+    """CPU milliseconds per request by part and in all, each the median over `rounds` of
+    the round's CPU seconds over its requests; empty when the rounds were not metered."""
+    metered = [r for r in rounds if r.cpu and r.requests]
+    if not metered:
+        return {}
+    parts = [*metered[0].cpu, "all"]
+    per = {
+        part: [
+            1000 * (sum(r.cpu.values()) if part == "all" else r.cpu[part]) / r.requests
+            for r in metered
+        ]
+        for part in parts
+    }
+    return {part: round(float(np.median(values)), 3) for part, values in per.items()}
 
 
 def _cell(config: str, concurrency: int, tally: Tally) -> Cell:
@@ -162,6 +221,7 @@ def _cell(config: str, concurrency: int, tally: Tally) -> Cell:
         round(p99.low, 1) if p99 else nan,
         round(p99.high, 1) if p99 else nan,
         round(rate.coverage, 3) if rate else nan,
+        cpu_per_request(rounds),
     )
 
 
@@ -225,7 +285,8 @@ def bench_onnx(
     server) at each of ONNX_BATCHES: the ceiling of (b)-(d), and whether batching pays on
     this CPU at all. Precisions and batch sizes alternate within each of `rounds` rounds;
     each figure is the median over rounds with its interval, and `int8/fp32` is the ratio of
-    the two measured side by side in each round."""
+    the two measured side by side in each round. `<precision>-cpu-ms` is the graph's CPU
+    milliseconds per image (all of onnxruntime's threads, spinning included)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -238,17 +299,19 @@ def bench_onnx(
     }
     batches = {b: np.resize(images, (b, *images.shape[1:])) for b in ONNX_BATCHES}
     rates: dict[str, dict[int, list[float]]] = {p: {b: [] for b in ONNX_BATCHES} for p in sessions}
+    cpu_ms: dict[str, dict[int, list[float]]] = {p: {b: [] for b in ONNX_BATCHES} for p in sessions}
     slot = duration / rounds / len(sessions) / len(ONNX_BATCHES)
     for session in sessions.values():
         session.run(None, {"images": batches[max(ONNX_BATCHES)]})  # warm-up
     for _ in range(rounds):
         for b, batch in batches.items():
             for precision, session in sessions.items():
-                done, started = 0, time.perf_counter()
+                done, started, cpu = 0, time.perf_counter(), time.process_time()
                 while (elapsed := time.perf_counter() - started) < slot or not done:
                     session.run(None, {"images": batch})
                     done += b
                 rates[precision][b].append(done / elapsed)
+                cpu_ms[precision][b].append(1000 * (time.process_time() - cpu) / done)
 
     def summary(values: list[float]) -> dict[str, float]:
         i = median_interval(values)
@@ -261,6 +324,8 @@ def bench_onnx(
         b: summary([i / f for i, f in zip(rates["int8"][b], rates["fp32"][b], strict=True)])
         for b in ONNX_BATCHES
     }
+    for precision in sessions:
+        out[f"{precision}-cpu-ms"] = {b: summary(cpu_ms[precision][b]) for b in ONNX_BATCHES}
     return out
 
 
@@ -312,13 +377,17 @@ def profile_by_op(trace: list[dict[str, Any]], images: int) -> dict[str, float]:
 
 # --- (b), (c), (d) Triton ------------------------------------------------------------------------
 async def closed_loop(
-    send: Callable[[int], Awaitable[Any]], concurrency: int, duration: float, tally: Tally
+    send: Callable[[int], Awaitable[Any]],
+    concurrency: int,
+    duration: float,
+    tally: Tally,
+    meter: CpuMeter | None = None,
 ) -> None:
     """One round of `duration` seconds of `concurrency` clients each sending one request after
-    the other (`send(i)`), added to `tally`."""
+    the other (`send(i)`), added to `tally` (with the CPU `meter` read, if any)."""
     await asyncio.gather(*(send(i) for i in range(min(concurrency, 8))))  # warm-up
     deadline = time.perf_counter() + duration
-    with tally.round() as latencies:
+    with tally.round(meter) as latencies:
 
         async def client(k: int) -> None:
             i = k
@@ -342,13 +411,14 @@ async def bench_triton(
     concurrency: int,
     duration: float,
     tally: Tally,
+    meter: CpuMeter | None = None,
 ) -> None:
     """One round of `duration` seconds of `concurrency` clients, added to `tally`."""
 
     async def one(i: int) -> None:
         await pool.infer(model, 1, {"images": images[i % len(images)][None]}, ["tokens"])
 
-    await closed_loop(one, concurrency, duration, tally)
+    await closed_loop(one, concurrency, duration, tally, meter)
 
 
 TRITON_CONFIGS = (
@@ -414,6 +484,8 @@ async def run_triton(
     """At each level of concurrency, `rounds` rounds of `configs` ((b), (c), (d)) in turn,
     each round `duration / rounds` seconds long; the cells and each configuration's rounds."""
     pool = TritonPool(server.grpc_url, size=4, timeout_s=60)
+    assert server.process is not None, "the Triton server is not running"
+    meter = CpuMeter(server.process.pid)
     cells = []
     tallies: dict[int, dict[str, Tally]] = {}
     try:
@@ -428,6 +500,7 @@ async def run_triton(
                         concurrency,
                         duration / rounds,
                         tallies[concurrency][model],
+                        meter,
                     )
             for model, label in configs:
                 cells.append(_cell(label, concurrency, tallies[concurrency][model]))
@@ -642,6 +715,9 @@ def report(
         ),
     }
     summary |= ceilings(onnx, b)
+    server = server_cpu_ratio(rounds["bench.vision.nobatch"], rounds["bench.vision"])
+    if server:
+        summary["batchingServerCpuRatio"] = server
     if max_batch is not None:
         label = f"(c{max_batch})"
         capped_cell = at(label, top)
@@ -655,6 +731,25 @@ def report(
             "metSurely": batching_met(over_b, capped_cell, b, surely=True),
         }
     return summary
+
+
+def server_cpu_ratio(unbatched: Tally, batched: Tally) -> dict[str, float] | None:
+    """Triton's own CPU per request (`server` and `backend`) unbatched over batched, per
+    round side by side: the throughput ratio where Triton has its cores to itself and the
+    clients run elsewhere. None when the rounds were not metered."""
+
+    def own(r: Round) -> float:
+        return (r.cpu["server"] + r.cpu["backend"]) / r.requests
+
+    ratios = [
+        own(u) / own(b)
+        for u, b in zip(unbatched.rounds, batched.rounds, strict=True)
+        if u.cpu and b.cpu and u.requests and b.requests and own(b) > 0
+    ]
+    if not ratios:
+        return None
+    i = median_interval(ratios)
+    return {"median": round(i.median, 3), "low": round(i.low, 3), "high": round(i.high, 3)}
 
 
 def batching_met(
@@ -685,11 +780,38 @@ def ceilings(onnx: dict[str, dict[int, dict[str, float]]], unbatched: Cell) -> d
     }
     best8 = max(onnx["int8/fp32"], key=lambda b: onnx["int8/fp32"][b]["median"])
     int8 = {"batch": best8, **onnx["int8/fp32"][best8]}
-    return {
+    out: dict[str, Any] = {
         "batchingCeiling": batching,
         "batchingBeyondThisCpu": batching["high"] < BATCHING_SPEEDUP_TARGET,
         "int8Ceiling": int8,
         "int8BeyondThisCpu": int8["high"] < INT8_SPEEDUP_TARGET,
+    }
+    by_cpu = cpu_ceiling(onnx.get("fp32-cpu-ms"), unbatched.cpu_ms)
+    if by_cpu:
+        out["batchingCpuCeiling"] = by_cpu
+        out["batchingBeyondByCpu"] = by_cpu["high"] < BATCHING_SPEEDUP_TARGET
+    return out
+
+
+def cpu_ceiling(
+    graph_cpu_ms: dict[int, dict[str, float]] | None, unbatched_cpu_ms: dict[str, float]
+) -> dict[str, Any] | None:
+    """The most (c)/(b) can be where every core is busy, so that throughput is the cores over
+    the CPU per request: batching shrinks at best (b)'s backend part to the graph's own CPU
+    per image at its cheapest batch size, while the clients' and the server's CPU per request
+    stay. The interval spans the graph's. None without both measurements."""
+    if not graph_cpu_ms or not unbatched_cpu_ms:
+        return None
+    best = min(graph_cpu_ms, key=lambda b: graph_cpu_ms[b]["median"])
+    graph = graph_cpu_ms[best]
+    kept = unbatched_cpu_ms["client"] + unbatched_cpu_ms["server"]
+    total = kept + unbatched_cpu_ms["backend"]
+    return {
+        "batch": best,
+        "keptMs": round(kept, 3),
+        "median": total / (kept + graph["median"]),
+        "low": total / (kept + graph["high"]),
+        "high": total / (kept + graph["low"]),
     }
 
 
@@ -762,6 +884,7 @@ def print_tables(
             f"{_interval(c.images_per_second, c.ips_low, c.ips_high):>22} {c.p50_ms:>8.1f} "
             f"{_interval(c.p99_ms, c.p99_low_ms, c.p99_high_ms):>22} {c.errors:>6}"
         )
+    print_cpu(cells, onnx)
     acc = manifest.accuracy
     print(f"\naccuracy on {acc.get('images', 0)} test images (vision encoder precision; rest FP32)")
     for precision, entry in acc.get("precisions", {}).items():
@@ -819,8 +942,54 @@ def print_tables(
     ):
         if beyond:
             print(f"  {name}'s target {target}× is beyond this CPU: its whole interval is below")
+    if "batchingCpuCeiling" in summary:
+        cc = summary["batchingCpuCeiling"]
+        print(
+            f"what this CPU allows (where (b)'s CPU goes): (c)/(b) at most "
+            f"{_interval(cc['median'], cc['low'], cc['high'], 2)}× if batching shrank (b)'s "
+            f"backend to the FP32 graph alone at batch {cc['batch']}, the {cc['keptMs']:.2f} ms "
+            "of client and server CPU per request kept"
+        )
+        if "batchingServerCpuRatio" in summary:
+            sr = summary["batchingServerCpuRatio"]
+            print(
+                f"  Triton's own CPU per request (server and backend), (b) over (c): "
+                f"{_interval(sr['median'], sr['low'], sr['high'], 2)}×: (c)/(b) where Triton "
+                "has the cores to itself and the clients run elsewhere (not measured so here)"
+            )
+        if summary["batchingBeyondByCpu"]:
+            print(
+                f"  (c)/(b)'s target {BATCHING_SPEEDUP_TARGET}× is beyond this CPU while those "
+                "stay: its whole interval is below"
+            )
     if profile:
         print_profile(profile)
+
+
+def print_cpu(cells: list[Cell], onnx: dict[str, dict[int, dict[str, float]]]) -> None:
+    """Where each Triton request's CPU goes, per metered configuration and level, beside the
+    graphs' own CPU per image in-process."""
+    metered = [c for c in cells if c.cpu_ms]
+    if not metered:
+        return
+    print(
+        "\nwhere each request's CPU goes (ms per request, medians over rounds; "
+        "busy cores = all × requests/s)"
+    )
+    parts = [*CpuMeter.PARTS, "all"]
+    print(f"{'config':<44} {'clients':>7} " + " ".join(f"{p:>8}" for p in parts) + "  busy cores")
+    for c in sorted(metered, key=lambda c: (c.config[:3], c.concurrency)):
+        busy = c.cpu_ms["all"] * c.images_per_second / 1000
+        print(
+            f"{c.config:<44} {c.concurrency:>7} "
+            + " ".join(f"{c.cpu_ms[p]:>8.3f}" for p in parts)
+            + f"  {busy:>10.2f}"
+        )
+    for precision in ("fp32", "int8"):
+        graph = onnx.get(f"{precision}-cpu-ms")
+        if graph:
+            per = ", ".join(f"{graph[b]['median']:.3f} at batch {b}" for b in graph)
+            print(f"the {precision.upper()} graph alone, in-process: ms of CPU per image {per}")
 
 
 def print_profile(profile: dict[str, dict[str, float]], top: int = 8) -> None:
