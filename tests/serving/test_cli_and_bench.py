@@ -126,6 +126,8 @@ def test_the_serving_benchmark_measures_every_configuration(
                 "--no-gateway",
                 "--max-batch",
                 "2",
+                "--instances",
+                "2",
                 "--quiet-wait",
                 "0",
                 "--out",
@@ -137,7 +139,8 @@ def test_the_serving_benchmark_measures_every_configuration(
     assert code in (0, 1)  # 1: a target missed on this (shared, tiny) run
     result = json.loads((tmp_path / "serving.json").read_text())
     configs = {(c["config"].split()[0], c["concurrency"]) for c in result["cells"]}
-    assert configs == {(k, n) for k in ("(a)", "(b)", "(c)", "(c2)", "(d)") for n in (1, 4)}
+    labels = ("(a)", "(b)", "(c)", "(c2)", "(d)", "(b×2)", "(c×2)")
+    assert configs == {(k, n) for k in labels for n in (1, 4)}
     assert all(c["requests"] > 0 and c["errors"] == 0 for c in result["cells"])
     assert all(c["rounds"] == 2 for c in result["cells"])
     assert all(c["ips_low"] <= c["images_per_second"] <= c["ips_high"] for c in result["cells"])
@@ -168,6 +171,10 @@ def test_the_serving_benchmark_measures_every_configuration(
             cpu["backend"] > 0 and cpu["all"] >= cpu["backend"] + cpu["client"] * 0.9
         )
     assert "where each request's CPU goes" in printed and "busy cores" in printed
+    several = result["summary"]["instances"]
+    assert several["count"] == 2 and several["speedupInterval"]["n"] == 2
+    assert "(c×2)/(b×2) throughput at 4 clients" in printed and "(b×2)/(b)" in printed
+    assert "2 instances × 1 thread" in printed  # --threads 1: each instance keeps one
     assert result["summary"]["batchingCpuCeiling"]["median"] > 0
     assert result["summary"]["batchingServerCpuRatio"]["median"] > 0
     assert "medians over 2 rounds" in printed and "load average" in printed

@@ -7,6 +7,8 @@ each sending one image per request:
 - (c) the same with dynamic batching;
 - (d) the INT8 QDQ graph on Triton with dynamic batching;
 - (cN), with `--max-batch N`: (c) with its dynamic batch capped at N, in the same rounds;
+- (b×K), (c×K), with `--instances K`: (b) and (c) as K model instances of threads/K
+  onnxruntime threads each instead of one of all of them, in the same rounds;
 
 - (e), (f): end to end, `POST /v1/embed/image` and `POST /v1/classify` (5 labels) through the
   gateway to Triton: a local stack (`vlarena demo`'s) with a small VL-JEPA trained and promoted
@@ -427,17 +429,31 @@ TRITON_CONFIGS = (
     ("bench.vision.int8", "(d) Triton INT8, dynamic batching"),
 )
 CAPPED_MODEL = "bench.vision.capped"
+INSTANCES_MODELS = ("bench.vision.nobatch.instances", "bench.vision.instances")
 
 
-def triton_configs(max_batch: int | None) -> tuple[tuple[str, str], ...]:
-    """The Triton models measured and their labels: (b)-(d), and with a batch cap N also
-    (cN), (c)'s graph batched at most N at a time, measured in the same rounds as (c)."""
-    if max_batch is None:
-        return TRITON_CONFIGS
-    return (
-        *TRITON_CONFIGS,
-        (CAPPED_MODEL, f"(c{max_batch}) Triton, dynamic batching ≤ {max_batch}"),
-    )
+def instance_threads(threads: int, instances: int) -> int:
+    """onnxruntime threads of each of `instances` model instances sharing `threads`."""
+    return max(1, threads // instances)
+
+
+def triton_configs(
+    max_batch: int | None, instances: int | None = None, threads: int = 1
+) -> tuple[tuple[str, str], ...]:
+    """The Triton models measured and their labels: (b)-(d); with a batch cap N also (cN),
+    (c)'s graph batched at most N at a time; with K instances also (b×K) and (c×K), (b) and
+    (c) as K instances sharing the `threads`; all measured in the same rounds."""
+    configs: tuple[tuple[str, str], ...] = TRITON_CONFIGS
+    if max_batch is not None:
+        configs += ((CAPPED_MODEL, f"(c{max_batch}) Triton, dynamic batching ≤ {max_batch}"),)
+    if instances is not None:
+        each = instance_threads(threads, instances)
+        layout = f"{instances} instances × {each} thread{'s' if each > 1 else ''}"
+        configs += (
+            (INSTANCES_MODELS[0], f"(b×{instances}) Triton, no dynamic batching, {layout}"),
+            (INSTANCES_MODELS[1], f"(c×{instances}) Triton, dynamic batching, {layout}"),
+        )
+    return configs
 
 
 def capped(batching: Batching, max_batch: int | None) -> Batching:
@@ -450,12 +466,17 @@ def capped(batching: Batching, max_batch: int | None) -> Batching:
 
 
 def bench_repository(
-    root: Path, manifest: ServingManifest, threads: int, max_batch: int | None = None
+    root: Path,
+    manifest: ServingManifest,
+    threads: int,
+    max_batch: int | None = None,
+    instances: int | None = None,
 ) -> list[str]:
     """The Triton models of (b)-(d): the same FP32 graph without and with dynamic batching,
     and the INT8 graph with it; one instance each. With `max_batch`, also (cN): (c)'s graph
     with its dynamic batch capped at `max_batch`, for a CPU whose graph runs no faster per
-    image at larger batches."""
+    image at larger batches. With `instances`, also (b×K) and (c×K): (b)'s and (c)'s graphs as
+    that many instances, each with its share of the threads."""
     part = manifest.parts["vision"]
     dynamic = part.batching
     static = Batching(dynamic.max_batch_size, None, 0)
@@ -470,7 +491,21 @@ def bench_repository(
             part.inputs, part.outputs, capped(dynamic, max_batch), {1: fp32}
         )
     write_plan(ModelRepository(root, intra_op_threads=threads), desired)
-    return sorted(desired)
+    names = set(desired)
+    if instances is not None:
+        layout = ModelRepository(
+            root,
+            instance_count=instances,
+            intra_op_threads=instance_threads(threads, instances),
+        )
+        unbatched, batched = INSTANCES_MODELS
+        several = {
+            unbatched: DesiredModel(part.inputs, part.outputs, static, {1: fp32}),
+            batched: DesiredModel(part.inputs, part.outputs, dynamic, {1: fp32}),
+        }
+        write_plan(layout, several)
+        names |= set(several)
+    return sorted(names)
 
 
 async def run_triton(
@@ -682,6 +717,7 @@ def report(
     qdq: dict[str, int],
     onnx: dict[str, dict[int, dict[str, float]]],
     max_batch: int | None = None,
+    instances: int | None = None,
 ) -> dict[str, Any]:
     def at(label: str, concurrency: int) -> Cell:
         return next(
@@ -729,6 +765,21 @@ def report(
             "p99Ms": capped_cell.p99_ms,
             "met": batching_met(over_b, capped_cell, b),
             "metSurely": batching_met(over_b, capped_cell, b, surely=True),
+        }
+    if instances is not None:
+        unbatched_k, batched_k = INSTANCES_MODELS
+        bk, ck = at(f"(b×{instances})", top), at(f"(c×{instances})", top)
+        batching_k = ratio_interval(rounds[batched_k], rounds[unbatched_k])
+        summary["instances"] = {
+            "count": instances,
+            "unbatchedLabel": f"(b×{instances})",
+            "batchedLabel": f"(c×{instances})",
+            "speedupInterval": batching_k,
+            "p99Ms": {"b": bk.p99_ms, "c": ck.p99_ms},
+            "met": batching_met(batching_k, ck, bk),
+            "metSurely": batching_met(batching_k, ck, bk, surely=True),
+            "unbatchedOverB": ratio_interval(rounds[unbatched_k], rounds["bench.vision.nobatch"]),
+            "batchedOverC": ratio_interval(rounds[batched_k], rounds["bench.vision"]),
         }
     return summary
 
@@ -823,10 +874,12 @@ def _batching_line(
     p99_unbatched: float,
     met: bool,
     surely: bool,
+    unbatched: str = "(b)",
 ) -> str:
-    """A batched configuration's verdict against (b): its speed-up with interval, p99s."""
+    """A batched configuration's verdict against `unbatched`: its speed-up with interval,
+    p99s."""
     return (
-        f"{label}/(b) throughput at {clients} clients: "
+        f"{label}/{unbatched} throughput at {clients} clients: "
         f"{_interval(speedup['median'], speedup['low'], speedup['high'], 2)}× "
         f"= {speedup['median'] / BATCHING_SPEEDUP_TARGET:.2f} of the target "
         f"{BATCHING_SPEEDUP_TARGET}×, p99 {p99:.0f} vs {p99_unbatched:.0f} ms: "
@@ -921,6 +974,23 @@ def print_tables(
             cap["metSurely"],
         )
         print(f"{line}; {cap['label']}/(c) {_interval(cu['median'], cu['low'], cu['high'], 2)}×")
+    if "instances" in summary:
+        k = summary["instances"]
+        ub, bc = k["unbatchedOverB"], k["batchedOverC"]
+        line = _batching_line(
+            k["batchedLabel"],
+            n,
+            k["speedupInterval"],
+            k["p99Ms"]["c"],
+            k["p99Ms"]["b"],
+            k["met"],
+            k["metSurely"],
+            k["unbatchedLabel"],
+        )
+        print(
+            f"{line}; {k['unbatchedLabel']}/(b) {_interval(ub['median'], ub['low'], ub['high'], 2)}×"
+            f", {k['batchedLabel']}/(c) {_interval(bc['median'], bc['low'], bc['high'], 2)}×"
+        )
     print(
         f"(d)/(c) throughput at {n} clients: {_interval(ii['median'], ii['low'], ii['high'], 2)}× "
         f"= {ii['median'] / INT8_SPEEDUP_TARGET:.2f} of the target {INT8_SPEEDUP_TARGET}×, "
@@ -1039,6 +1109,11 @@ def main(argv: list[str] | None = None) -> int:
         help="also measure (cN): (c) with its dynamic batch capped at N, side by side",
     )
     parser.add_argument(
+        "--instances",
+        type=int,
+        help="also measure (b×K) and (c×K): (b) and (c) as K instances sharing the threads",
+    )
+    parser.add_argument(
         "--quiet-wait",
         type=float,
         default=QUIET_WAIT_SECONDS,
@@ -1050,6 +1125,8 @@ def main(argv: list[str] | None = None) -> int:
     levels = tuple(int(c) for c in args.concurrency.split(","))
     if args.max_batch is not None and args.max_batch < 1:
         parser.error("--max-batch must be at least 1")
+    if args.instances is not None and args.instances < 2:
+        parser.error("--instances must be at least 2 (one instance is (b) and (c) themselves)")
     if args.rounds < 1 or args.duration <= 0:
         parser.error("--rounds must be at least 1 and --duration positive")
     if args.gateway and not args.model:
@@ -1074,7 +1151,9 @@ def main(argv: list[str] | None = None) -> int:
     onnx = bench_onnx(manifest, images, args.threads, args.duration, args.rounds)
     profile = onnx_profile(manifest, images, args.threads)
     with tempfile.TemporaryDirectory(prefix="vlarena-bench-serving-") as tmp:
-        names = bench_repository(Path(tmp) / "repository", manifest, args.threads, args.max_batch)
+        names = bench_repository(
+            Path(tmp) / "repository", manifest, args.threads, args.max_batch, args.instances
+        )
         with LocalTriton(Path(tmp) / "repository", load_models=names, workdir=Path(tmp)) as server:
             triton_cells, tallies = asyncio.run(
                 run_triton(
@@ -1083,7 +1162,7 @@ def main(argv: list[str] | None = None) -> int:
                     levels,
                     args.duration,
                     args.rounds,
-                    triton_configs(args.max_batch),
+                    triton_configs(args.max_batch, args.instances, args.threads),
                 )
             )
             cells += triton_cells
@@ -1115,7 +1194,7 @@ def main(argv: list[str] | None = None) -> int:
     load_end = os.getloadavg()[0]
     load = {"start": load_start, "end": load_end, "busy": load_start > BUSY_LOAD}
     qdq = qdq_op_counts(manifest.path_of("vision", "int8"))
-    summary = report(cells, tallies, manifest, qdq, onnx, args.max_batch)
+    summary = report(cells, tallies, manifest, qdq, onnx, args.max_batch, args.instances)
     cpu = describe_cpu()
     print_tables(cells, manifest, summary, onnx, cpu, load, profile)
     args.out.mkdir(parents=True, exist_ok=True)
