@@ -887,6 +887,11 @@ def _batching_line(
     )
 
 
+def _width(cells: list[Cell]) -> int:
+    """The width of a table's config column: its longest label, and at least 44."""
+    return max([44, *(len(c.config) for c in cells)])
+
+
 def _interval(median: float, low: float, high: float, digits: int = 1) -> str:
     return f"{median:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
 
@@ -928,12 +933,13 @@ def print_tables(
             )
         )
     print(
-        f"\n{'config':<44} {'clients':>7} {'requests/s':>22} {'p50 ms':>8} {'p99 ms':>22} "
+        f"\n{'config':<{_width(cells)}} {'clients':>7} {'requests/s':>22} {'p50 ms':>8} "
+        f"{'p99 ms':>22} "
         f"{'errors':>6}"
     )
     for c in sorted(cells, key=lambda c: (c.config[:3], c.concurrency)):
         print(
-            f"{c.config:<44} {c.concurrency:>7} "
+            f"{c.config:<{_width(cells)}} {c.concurrency:>7} "
             f"{_interval(c.images_per_second, c.ips_low, c.ips_high):>22} {c.p50_ms:>8.1f} "
             f"{_interval(c.p99_ms, c.p99_low_ms, c.p99_high_ms):>22} {c.errors:>6}"
         )
@@ -1047,11 +1053,14 @@ def print_cpu(cells: list[Cell], onnx: dict[str, dict[int, dict[str, float]]]) -
         "busy cores = all × requests/s)"
     )
     parts = [*CpuMeter.PARTS, "all"]
-    print(f"{'config':<44} {'clients':>7} " + " ".join(f"{p:>8}" for p in parts) + "  busy cores")
+    width = _width(metered)
+    print(
+        f"{'config':<{width}} {'clients':>7} " + " ".join(f"{p:>8}" for p in parts) + "  busy cores"
+    )
     for c in sorted(metered, key=lambda c: (c.config[:3], c.concurrency)):
         busy = c.cpu_ms["all"] * c.images_per_second / 1000
         print(
-            f"{c.config:<44} {c.concurrency:>7} "
+            f"{c.config:<{width}} {c.concurrency:>7} "
             + " ".join(f"{c.cpu_ms[p]:>8.3f}" for p in parts)
             + f"  {busy:>10.2f}"
         )
