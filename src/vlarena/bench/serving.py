@@ -34,8 +34,8 @@ only the backend's part, so (b)'s CPU per request with its backend replaced by t
 at its best batch size bounds (c)/(b) on this CPU.
 
 Run with `python -m vlarena.bench.serving [--run-dir RUN] [--duration S] [--rounds N]
-[--int8-weights auto|full|reduced] [--max-batch N] [--gateway URL --api-key K --model NAME | --no-gateway]
-[--out DIR]`; without a run directory it trains (once, cached) a small VL-JEPA on fashion-grid
+[--int8-weights auto|full|reduced] [--max-batch N] [--instances K]
+[--gateway URL --api-key K --model NAME | --no-gateway] [--out DIR]`; without a run directory it trains (once, cached) a small VL-JEPA on fashion-grid
 to measure accuracy with. It writes `<out>/serving.json` and exits non-zero when a target is
 missed.
 """
