@@ -344,6 +344,8 @@ def test_the_cpu_meter_reads_the_server_process_and_its_children_apart(tmp_path)
     import sys
     import time
 
+    import psutil
+
     from vlarena.bench.serving import CpuMeter
 
     # A "server" that spins a child (its backend) and then spins itself.
@@ -361,7 +363,7 @@ def test_the_cpu_meter_reads_the_server_process_and_its_children_apart(tmp_path)
         time.sleep(1.0)
         after = meter.read()
     finally:
-        for child in __import__("psutil").Process(server.pid).children(recursive=True):
+        for child in psutil.Process(server.pid).children(recursive=True):
             child.kill()
         server.kill()
         server.wait()
