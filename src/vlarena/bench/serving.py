@@ -432,6 +432,11 @@ CAPPED_MODEL = "bench.vision.capped"
 INSTANCES_MODELS = ("bench.vision.nobatch.instances", "bench.vision.instances")
 
 
+def instance_labels(instances: int) -> tuple[str, str]:
+    """The labels of (b) and (c) as `instances` model instances: (b×K) and (c×K)."""
+    return f"(b×{instances})", f"(c×{instances})"
+
+
 def instance_threads(threads: int, instances: int) -> int:
     """onnxruntime threads of each of `instances` model instances sharing `threads`."""
     return max(1, threads // instances)
@@ -449,9 +454,10 @@ def triton_configs(
     if instances is not None:
         each = instance_threads(threads, instances)
         layout = f"{instances} instances × {each} thread{'s' if each > 1 else ''}"
+        b, c = instance_labels(instances)
         configs += (
-            (INSTANCES_MODELS[0], f"(b×{instances}) Triton, no dynamic batching, {layout}"),
-            (INSTANCES_MODELS[1], f"(c×{instances}) Triton, dynamic batching, {layout}"),
+            (INSTANCES_MODELS[0], f"{b} Triton, no dynamic batching, {layout}"),
+            (INSTANCES_MODELS[1], f"{c} Triton, dynamic batching, {layout}"),
         )
     return configs
 
@@ -768,12 +774,13 @@ def report(
         }
     if instances is not None:
         unbatched_k, batched_k = INSTANCES_MODELS
-        bk, ck = at(f"(b×{instances})", top), at(f"(c×{instances})", top)
+        b_label, c_label = instance_labels(instances)
+        bk, ck = at(b_label, top), at(c_label, top)
         batching_k = ratio_interval(rounds[batched_k], rounds[unbatched_k])
         summary["instances"] = {
             "count": instances,
-            "unbatchedLabel": f"(b×{instances})",
-            "batchedLabel": f"(c×{instances})",
+            "unbatchedLabel": b_label,
+            "batchedLabel": c_label,
             "speedupInterval": batching_k,
             "p99Ms": {"b": bk.p99_ms, "c": ck.p99_ms},
             "met": batching_met(batching_k, ck, bk),
@@ -932,14 +939,14 @@ def print_tables(
                 for k, r in enumerate(row)
             )
         )
+    width = _width(cells)
     print(
-        f"\n{'config':<{_width(cells)}} {'clients':>7} {'requests/s':>22} {'p50 ms':>8} "
-        f"{'p99 ms':>22} "
-        f"{'errors':>6}"
+        f"\n{'config':<{width}} {'clients':>7} {'requests/s':>22} {'p50 ms':>8} "
+        f"{'p99 ms':>22} {'errors':>6}"
     )
     for c in sorted(cells, key=lambda c: (c.config[:3], c.concurrency)):
         print(
-            f"{c.config:<{_width(cells)}} {c.concurrency:>7} "
+            f"{c.config:<{width}} {c.concurrency:>7} "
             f"{_interval(c.images_per_second, c.ips_low, c.ips_high):>22} {c.p50_ms:>8.1f} "
             f"{_interval(c.p99_ms, c.p99_low_ms, c.p99_high_ms):>22} {c.errors:>6}"
         )
